@@ -1,0 +1,3 @@
+_base_ = './twins-pcpvt-base_8xb128_in1k.py'
+model = dict(backbone=dict(arch='large'))
+train_dataloader = dict(batch_size=64)

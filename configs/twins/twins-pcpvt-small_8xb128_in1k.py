@@ -1,0 +1,2 @@
+_base_ = './twins-pcpvt-base_8xb128_in1k.py'
+model = dict(backbone=dict(arch='small'))

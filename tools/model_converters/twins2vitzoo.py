@@ -1,0 +1,8 @@
+"""Convert an official/timm or mmpretrain Twins (PCPVT/SVT) checkpoint to vitzoo's layout.
+
+    python tools/model_converters/twins2vitzoo.py pcpvt_small.pth pcpvt_small_vitzoo.pth
+"""
+from vitzoo.models.checkpoint import converter_cli
+
+if __name__ == '__main__':
+    converter_cli('twins')

@@ -1,0 +1,4 @@
+from .base import VitBackbone
+from .twins import PCPVT, SVT
+
+__all__ = ['VitBackbone', 'PCPVT', 'SVT']

@@ -1,0 +1,163 @@
+"""The OpenMMLab contract shared by every vitzoo backbone."""
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
+
+from ..checkpoint import convert_state_dict, strip_prefix, unwrap_state_dict
+
+
+def resolve_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict], essential_keys: Sequence[str],
+                 family: str) -> dict:
+    """Look up ``arch`` in a variant table, or validate a custom arch dict."""
+    if isinstance(arch, str):
+        if arch.lower() not in arch_zoo:
+            raise ValueError(f'unknown {family} arch {arch!r}; choose one of {sorted(arch_zoo)} '
+                             f'or pass a dict with the keys {sorted(essential_keys)}')
+        return dict(arch_zoo[arch.lower()])
+    if not isinstance(arch, dict):
+        raise TypeError(f'{family} arch must be a name or a dict, got {type(arch).__name__}')
+    missing = set(essential_keys) - set(arch)
+    if missing:
+        raise ValueError(f'custom {family} arch is missing the keys {sorted(missing)}; '
+                         f'a custom arch needs {sorted(essential_keys)}')
+    return dict(arch)
+
+
+def normalize_indices(indices: Union[int, Sequence[int]], num_stages: int, what: str) -> List[int]:
+    """Turn (possibly negative) stage indices into sorted non-negative ones, checking the range."""
+    if isinstance(indices, int):
+        indices = [indices]
+    out = []
+    for index in indices:
+        if not -num_stages <= index < num_stages:
+            raise ValueError(f'{what} {index} is out of range for {num_stages} stages '
+                             f'(allowed: {-num_stages}..{num_stages - 1})')
+        out.append(index % num_stages)
+    return sorted(set(out))
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, with_cp: bool = False) -> torch.Tensor:
+    """Run ``x`` through ``blocks``, with activation checkpointing when training with ``with_cp``."""
+    for block in blocks:
+        if with_cp and x.requires_grad:
+            x = checkpoint(block, x, *args, use_reentrant=False)
+        else:
+            x = block(x, *args)
+    return x
+
+
+class VitBackbone(BaseModule):
+    """Base of vitzoo backbones: stage freezing, ``norm_eval`` and pretrained loading.
+
+    Subclasses build ``self.stages`` (one module per stage, each including the patch embedding
+    or downsampling that opens it) and, optionally, ``self.stem`` (modules that belong to no
+    stage, such as PiT's position embedding) before calling :meth:`_freeze_stages`.
+
+    ``frozen_stages=k`` freezes the stem and the first ``k`` stages (parameters without grads,
+    modules in eval mode, also during ``train()``); ``-1`` freezes nothing. ``norm_eval`` keeps
+    BatchNorm layers in eval mode (LayerNorm has no running statistics).
+
+    ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')`` accepts
+    checkpoints in vitzoo's layout and in every foreign layout the family's converter knows
+    (official, timm, mmpretrain); keys are converted before loading.
+    """
+
+    stages: nn.ModuleList
+
+    def __init__(self,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(init_cfg=init_cfg)
+        if not isinstance(frozen_stages, int) or frozen_stages < -1:
+            raise ValueError(f'frozen_stages must be an int >= -1, got {frozen_stages!r}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+    def stem_modules(self) -> List[nn.Module]:
+        """Modules outside the stages that freeze together with the first stage."""
+        return []
+
+    def stem_parameters(self) -> List[nn.Parameter]:
+        """Bare parameters (tokens, position embeddings) that freeze with the first stage."""
+        return []
+
+    def frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        if self.frozen_stages > len(self.stages):
+            raise ValueError(f'frozen_stages={self.frozen_stages} but {type(self).__name__} has only '
+                             f'{len(self.stages)} stages')
+        modules = list(self.stem_modules()) + list(self.stages[:self.frozen_stages])
+        out_norms = getattr(self, 'out_norms', None)
+        if out_norms is not None:
+            modules += list(out_norms[:self.frozen_stages])
+        return modules
+
+    def _freeze_stages(self) -> None:
+        for module in self.frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+        if self.frozen_stages >= 0:
+            for param in self.stem_parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def init_weights(self) -> None:
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
+                                 map_location=cfg.get('map_location', 'cpu'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(self, filename: str, prefix: Optional[str] = None, map_location='cpu') -> None:
+        """Load a checkpoint of any supported layout into this backbone.
+
+        Raises a ``FileNotFoundError`` for a missing file and a ``RuntimeError`` naming the
+        checkpoint when none of its weights fit this backbone or their shapes differ.
+        """
+        name = type(self).__name__
+        try:
+            checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f'{name} init_cfg: pretrained checkpoint {filename!r} does not exist') from err
+        state_dict = convert_state_dict(unwrap_state_dict(checkpoint))
+        if prefix is None:
+            prefix = 'backbone.' if any(k.startswith('backbone.') for k in state_dict) else ''
+        state_dict = strip_prefix(state_dict, prefix)
+        own_keys = set(self.state_dict())
+        matched = own_keys & set(state_dict)
+        if not matched:
+            sample = ', '.join(list(state_dict)[:3]) or 'none'
+            raise RuntimeError(f'{name}: checkpoint {filename!r} holds no weights for this backbone under '
+                               f'prefix {prefix!r} (its first keys: {sample})')
+        try:
+            missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        except RuntimeError as err:
+            raise RuntimeError(f'{name}: checkpoint {filename!r} does not fit this backbone '
+                               f'(is it another arch?):\n{err}') from err
+        message = f'{name}: loaded {len(matched)}/{len(own_keys)} tensors from {filename}'
+        if missing:
+            message += f'; freshly initialised: {missing}'
+        if unexpected:
+            message += f'; ignored: {unexpected}'
+        print_log(message, logger='current')
