@@ -18,7 +18,7 @@ __all__ = [
     'use_fused_attn', 'set_fused_attn', 'scaled_dot_product_attention', 'drop_path', 'DropPath',
     'Mlp', 'ConvMlp', 'PatchEmbed', 'PosConv', 'Attention', 'SpatialReductionAttention',
     'WindowAttention', 'window_partition', 'window_reverse', 'pad_to_multiple', 'to_2tuple',
-    'nlc_to_nchw', 'nchw_to_nlc'
+    'nlc_to_nchw', 'nchw_to_nlc', 'Block'
 ]
 
 Size = Tuple[int, int]
@@ -252,6 +252,35 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.proj_drop(self.proj(self.attend(x, attn_mask)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block on (B, N, C) tokens: ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``.
+
+    The plain ViT block (LayerNorm eps 1e-6, :class:`Attention` with a fused ``qkv``, :class:`Mlp`),
+    with stochastic depth on both residual branches.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 drop: float = 0.,
+                 attn_drop: float = 0.,
+                 drop_path: float = 0.,
+                 act_layer: Callable[..., nn.Module] = nn.GELU,
+                 norm_eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), attn_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:

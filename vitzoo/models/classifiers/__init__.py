@@ -1,3 +1,5 @@
+from .distill import DistillationClassifier
 from .image import ImageClassifier
+from .lvt import LVTClassifier
 
-__all__ = ['ImageClassifier']
+__all__ = ['ImageClassifier', 'DistillationClassifier', 'LVTClassifier']

@@ -1,0 +1,65 @@
+"""The shared layers: attention paths, window partitioning and padding masks, drop path."""
+import pytest
+import torch
+
+from vitzoo.models.layers import (Attention, DropPath, PosConv, WindowAttention, scaled_dot_product_attention,
+                                  window_partition, window_reverse)
+
+
+@pytest.mark.parametrize('mask_kind', [None, 'bool', 'float'])
+def test_sdpa_fused_equals_eager(mask_kind):
+    q, k, v = (torch.randn(2, 3, 10, 8) for _ in range(3))
+    mask = None
+    if mask_kind == 'bool':
+        mask = torch.rand(2, 1, 10, 10) > 0.3
+        mask[..., 0] = True
+    elif mask_kind == 'float':
+        mask = torch.randn(2, 1, 10, 10)
+    fused = scaled_dot_product_attention(q, k, v, mask, fused=True)
+    eager = scaled_dot_product_attention(q, k, v, mask, fused=False)
+    assert torch.allclose(fused, eager, atol=1e-6)
+
+
+def test_window_partition_roundtrip():
+    x = torch.randn(2, 14, 21, 5)
+    windows = window_partition(x, 7)
+    assert windows.shape == (2 * 2 * 3, 49, 5)
+    assert torch.equal(windows[1], x[0, :7, 7:14].reshape(49, 5))
+    assert torch.equal(window_reverse(windows, 7, 14, 21), x)
+
+
+def test_window_attention_masked_padding_equals_attention_on_real_tokens():
+    attn = WindowAttention(16, 2, window_size=7, mask_padding=True).eval()
+    plain = Attention(16, 2).eval()
+    plain.load_state_dict(attn.state_dict())
+    x = torch.randn(1, 5 * 6, 16)  # a 5x6 map: one window, 19 padded positions
+    with torch.no_grad():
+        assert torch.allclose(attn(x, (5, 6)), plain(x), atol=1e-6)
+        attn.mask_padding = False
+        assert not torch.allclose(attn(x, (5, 6)), plain(x), atol=1e-4)
+
+
+def test_window_attention_without_padding_is_per_window_attention():
+    attn = WindowAttention(8, 2, window_size=2).eval()
+    x = torch.randn(1, 4 * 4, 8)
+    with torch.no_grad():
+        out = attn(x, (4, 4)).view(1, 4, 4, 8)
+        top_left = x.view(1, 4, 4, 8)[:, :2, :2].reshape(1, 4, 8)
+        assert torch.allclose(out[:, :2, :2].reshape(1, 4, 8), Attention.forward(attn, top_left), atol=1e-6)
+
+
+def test_drop_path_scales_kept_samples():
+    layer = DropPath(0.5).train()
+    x = torch.ones(1000, 4)
+    out = layer(x)
+    assert set(out[:, 0].unique().tolist()) <= {0.0, 2.0}
+    assert 0.4 < (out[:, 0] > 0).float().mean() < 0.6
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_pos_conv_is_residual_depthwise_conv():
+    layer = PosConv(4)
+    torch.nn.init.zeros_(layer.proj.weight)
+    torch.nn.init.zeros_(layer.proj.bias)
+    x = torch.randn(2, 12, 4)
+    assert torch.equal(layer(x, (3, 4)), x)

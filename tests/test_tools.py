@@ -1,0 +1,166 @@
+"""tools/train.py, tools/test.py, the dist scripts, the converters and checkpoint downloads."""
+import functools
+import hashlib
+import http.server
+import os
+import os.path as osp
+import re
+import shutil
+import socket
+import threading
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from helpers import run_tool, tiny_cls_config
+from vitzoo.utils import download_checkpoint
+
+DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
+
+
+def top1(output: str) -> float:
+    return float(re.findall(r'accuracy/top1: ([\d.]+)', output)[-1])
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """Serve a directory on http://127.0.0.1:<port>/ for the duration of a test."""
+    root = tmp_path / 'served'
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+
+
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
+
+
+@pytest.fixture(scope='module')
+def trained(digits_root, tmp_path_factory):
+    """One epoch of the demo model through tools/train.py, then --resume for a second epoch."""
+    tmp = tmp_path_factory.mktemp('train')
+    config = tiny_cls_config(DEMO, str(tmp), digits_root, num_images=32)
+    work_dir = str(tmp / 'work')
+    run_tool('tools/train.py', config, '--work-dir', work_dir)
+    assert osp.exists(osp.join(work_dir, 'epoch_1.pth'))
+    resumed = run_tool('tools/train.py', config, '--work-dir', work_dir, '--resume',
+                       '--cfg-options', 'train_cfg.max_epochs=2')
+    return config, work_dir, resumed.stdout + resumed.stderr
+
+
+def test_resume_continues_from_the_checkpoint(trained):
+    _, work_dir, log = trained
+    assert 'resumed epoch: 1' in log.lower() or 'Resumed' in log
+    assert osp.exists(osp.join(work_dir, 'epoch_2.pth'))
+    state = torch.load(osp.join(work_dir, 'epoch_2.pth'), map_location='cpu', weights_only=False)
+    assert state['meta']['epoch'] == 2
+
+
+def test_train_refuses_to_overwrite_checkpoints(trained):
+    config, work_dir, _ = trained
+    proc = run_tool('tools/train.py', config, '--work-dir', work_dir, check=False)
+    assert proc.returncode != 0
+    assert 'already holds checkpoints' in proc.stderr + proc.stdout
+    assert osp.exists(osp.join(work_dir, 'epoch_2.pth'))
+
+
+def test_test_from_path_and_url_agree(trained, http_dir, tmp_path):
+    config, work_dir, _ = trained
+    local = run_tool('tools/test.py', config, osp.join(work_dir, 'epoch_2.pth'), '--work-dir', str(tmp_path / 'a'))
+    served, base_url = http_dir
+    sha = hashlib.sha256(open(osp.join(work_dir, 'epoch_2.pth'), 'rb').read()).hexdigest()
+    shutil.copy(osp.join(work_dir, 'epoch_2.pth'), served / f'demo-{sha[:8]}.pth')
+    cache = tmp_path / 'cache'
+    remote = run_tool('tools/test.py', config, f'{base_url}/demo-{sha[:8]}.pth', '--work-dir', str(tmp_path / 'b'),
+                      '--out', str(tmp_path / 'preds.pkl'), env=dict(VITZOO_CACHE=str(cache)))
+    assert top1(local.stdout) == top1(remote.stdout)
+    assert osp.exists(cache / f'demo-{sha[:8]}.pth')
+    assert osp.getsize(tmp_path / 'preds.pkl') > 0
+
+
+def test_test_rejects_bad_out_suffix(trained):
+    config, work_dir, _ = trained
+    proc = run_tool('tools/test.py', config, osp.join(work_dir, 'epoch_2.pth'), '--out', 'x.json', check=False)
+    assert proc.returncode != 0 and '.pkl' in proc.stderr
+
+
+def test_dist_train_and_test_on_two_cpu_processes(digits_root, tmp_path):
+    config = tiny_cls_config(DEMO, str(tmp_path), digits_root, num_images=16)
+    work_dir = str(tmp_path / 'work')
+    train = run_tool('tools/dist_train.sh', config, '2', '--work-dir', work_dir, env=dict(PORT=free_port()))
+    log = train.stdout + train.stderr
+    assert 'Distributed training: True' in log
+    assert osp.exists(osp.join(work_dir, 'epoch_1.pth'))
+    test = run_tool('tools/dist_test.sh', config, osp.join(work_dir, 'epoch_1.pth'), '2', '--work-dir',
+                    str(tmp_path / 'eval'), env=dict(PORT=free_port()))
+    assert 0.0 <= top1(test.stdout) <= 100.0
+
+
+@pytest.mark.parametrize('scope', ['mmpretrain', 'mmseg', 'mmdet'])
+def test_vitzoo_types_resolve_from_every_default_scope(scope):
+    from mmengine.registry import DefaultScope, init_default_scope
+    from mmengine.registry import MODELS as ROOT_MODELS
+    from mmengine.utils import import_modules_from_strings
+    import_modules_from_strings(f'{scope}.registry')
+    toolbox_models = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    init_default_scope(scope)
+    try:
+        backbone = toolbox_models.build(dict(type='vitzoo.PCPVT', arch='small', out_indices=(3, )))
+        assert type(backbone).__module__ == 'vitzoo.models.backbones.twins'
+        assert ROOT_MODELS.get('vitzoo.SVT').__name__ == 'SVT'
+    finally:
+        DefaultScope._instance_dict.pop(scope, None)
+
+
+def test_toolbox_registries_keep_their_own_twins():
+    from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+    from mmseg.registry import MODELS as MMSEG_MODELS
+    assert MMPRETRAIN_MODELS.get('PCPVT').__module__.startswith('mmpretrain')
+    assert MMSEG_MODELS.get('SVT').__module__.startswith('mmseg')
+
+
+def test_twins2vitzoo_converter_tool(tmp_path):
+    timm = pytest.importorskip('timm')
+    src = tmp_path / 'pcpvt_small.pth'
+    torch.save(timm.create_model('twins_pcpvt_small', pretrained=False).state_dict(), src)
+    dst = tmp_path / 'out' / 'pcpvt_small_vitzoo.pth'
+    proc = run_tool('tools/model_converters/twins2vitzoo.py', str(src), str(dst))
+    assert 'twins (foreign layout)' in proc.stdout
+    converted = torch.load(dst, map_location='cpu')['state_dict']
+    assert 'backbone.stages.0.patch_embed.proj.weight' in converted and 'head.fc.weight' in converted
+    again = run_tool('tools/model_converters/twins2vitzoo.py', str(dst), str(tmp_path / 'again.pth'))
+    assert 'already converted' in again.stdout
+    refused = run_tool('tools/model_converters/twins2vitzoo.py', str(src), str(dst), check=False)
+    assert refused.returncode != 0 and 'exists' in refused.stderr
+
+
+def test_download_cache_and_hash_check(http_dir, tmp_path):
+    served, base_url = http_dir
+    payload = os.urandom(3000)
+    sha = hashlib.sha256(payload).hexdigest()
+    (served / f'good-{sha[:8]}.pth').write_bytes(payload)
+    (served / 'bad-deadbeef.pth').write_bytes(payload)
+    cache = str(tmp_path / 'cache')
+    path = download_checkpoint(f'{base_url}/good-{sha[:8]}.pth', cache)
+    assert open(path, 'rb').read() == payload
+    (served / f'good-{sha[:8]}.pth').unlink()  # a second call must not need the server
+    assert download_checkpoint(f'{base_url}/good-{sha[:8]}.pth', cache) == path
+    with pytest.raises(ValueError, match='corrupt'):
+        download_checkpoint(f'{base_url}/bad-deadbeef.pth', cache)
+    assert not osp.exists(osp.join(cache, 'bad-deadbeef.pth'))
+    with pytest.raises(ConnectionError, match='cannot download'):
+        download_checkpoint(f'http://127.0.0.1:{free_port()}/missing.pth', cache)
+
+
+def test_cpu_runtime_replaces_syncbn():
+    from vitzoo.engine import prepare_runtime
+    cfg = Config(dict(model=dict(type='X', norm_cfg=dict(type='SyncBN'), heads=[dict(norm=dict(type='SyncBN'))])))
+    cfg = prepare_runtime(cfg, 'none')
+    assert cfg.model.norm_cfg.type == 'BN' and cfg.model.heads[0].norm.type == 'BN'

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The one install entry point (README, Makefile, CI and docker/Dockerfile all call it).
+#
+# Creates a virtual environment (VENV, default .venv) with torch 2.14.1 + torchvision 0.29.1,
+# onedl-mmcv 2.3.6 compiled with its ops (C++20), the onedl-* toolboxes, panopticapi-lite and
+# vitzoo itself (editable, with the test extras). The mmcv wheel is built once and cached in
+# VITZOO_WHEEL_CACHE (default ~/.cache/vitzoo/wheels); later installs reuse it.
+set -euo pipefail
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
+MMCV_VERSION=2.3.6
+WHEEL_CACHE=${VITZOO_WHEEL_CACHE:-$HOME/.cache/vitzoo/wheels}
+cd "$(dirname "$0")/.."
+
+log() { echo "[install] $*"; }
+start=$(date +%s)
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+pip_install() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+
+pip_install --upgrade pip setuptools wheel
+log "torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"
+pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+
+tag=$("$VENV/bin/python" -c "import sys, torch; print(f'torch{torch.__version__.split(\"+\")[0]}-cp{sys.version_info[0]}{sys.version_info[1]}')")
+wheel_dir="$WHEEL_CACHE/$tag"
+wheel=$(ls "$wheel_dir"/onedl_mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
+if [ -z "$wheel" ]; then
+    log "building onedl-mmcv $MMCV_VERSION with its ops (C++20); this takes about 20 minutes on 2 cores"
+    build=$(mktemp -d)
+    "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+        "onedl-mmcv==$MMCV_VERSION" -d "$build" 2>&1 | grep -v "^WARNING: Location" || true
+    tar xzf "$build"/onedl_mmcv-"$MMCV_VERSION".tar.gz -C "$build"
+    # torch >= 2.10 headers need C++20; onedl-mmcv's setup.py asks for C++14/17.
+    sed -i -E 's/-std=c\+\+1[47]/-std=c++20/g' "$build/onedl_mmcv-$MMCV_VERSION/setup.py"
+    mkdir -p "$wheel_dir"
+    # --no-build-isolation: the build must see torch, or it silently skips the ops.
+    "$VENV/bin/python" -m pip wheel --disable-pip-version-check --no-build-isolation --no-deps \
+        -w "$build/wheel" "$build/onedl_mmcv-$MMCV_VERSION"
+    mv "$build"/wheel/onedl_mmcv-*.whl "$wheel_dir/"
+    rm -rf "$build"
+    wheel=$(ls "$wheel_dir"/onedl_mmcv-"$MMCV_VERSION"-*.whl | head -n 1)
+else
+    log "reusing the cached $wheel"
+fi
+pip_install "$wheel"
+pip_install -r requirements/mminstall.txt
+pip_install --no-deps -r requirements/optional.txt
+pip_install -e ".[tests]"
+
+if ! "$VENV/bin/python" -c "import mmcv.ops; from mmcv.ops import nms, RoIAlign" 2>/dev/null; then
+    echo "[install] ERROR: mmcv is installed without its compiled ops (import mmcv.ops fails)." >&2
+    echo "[install] Remove $wheel and run tools/install.sh again." >&2
+    exit 1
+fi
+"$VENV/bin/python" -c "import torch, mmcv, mmengine, mmpretrain, mmdet, mmseg, vitzoo; \
+print('[install] ok: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmengine', mmengine.__version__, \
+'mmpretrain', mmpretrain.__version__, 'mmdet', mmdet.__version__, 'mmseg', mmseg.__version__, 'vitzoo', vitzoo.__version__)"
+log "done in $(( $(date +%s) - start )) s"

@@ -1,0 +1,8 @@
+"""Convert an official/timm or mmpretrain DaViT checkpoint to vitzoo's layout.
+
+    python tools/model_converters/davit2vitzoo.py davit-tiny_3rdparty_in1k_20221116-700fdf7d.pth davit-tiny_vitzoo.pth
+"""
+from vitzoo.models.checkpoint import converter_cli
+
+if __name__ == '__main__':
+    converter_cli('davit')

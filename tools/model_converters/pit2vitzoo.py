@@ -1,0 +1,8 @@
+"""Convert an official or timm PiT checkpoint (plain or distilled) to vitzoo's layout.
+
+    python tools/model_converters/pit2vitzoo.py pit_s_809.pth pit_s_vitzoo.pth
+"""
+from vitzoo.models.checkpoint import converter_cli
+
+if __name__ == '__main__':
+    converter_cli('pit')

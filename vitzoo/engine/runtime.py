@@ -1,0 +1,44 @@
+"""What tools/train.py and tools/test.py do to a config before building the Runner.
+
+* Without CUDA, ``SyncBN`` (used by the mmseg/mmdet configs) becomes ``BN``; a single process
+  on GPUs gets ``BN`` too, since SyncBN needs a process group. Configs stay unchanged for users.
+* A distributed run on CPU (``--launcher pytorch`` without CUDA) initialises the gloo process
+  group itself, before the Runner would call ``torch.cuda.set_device``, and wraps the model in
+  DDP with ``device_ids=None`` as DDP requires for CPU modules.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+
+def replace_syncbn(node):
+    """Copy of a config node with every ``type='SyncBN'`` replaced by ``'BN'``."""
+    if isinstance(node, dict):
+        out = type(node)({k: replace_syncbn(v) for k, v in node.items()})
+        if out.get('type') == 'SyncBN':
+            out['type'] = 'BN'
+        return out
+    if isinstance(node, (list, tuple)):
+        return type(node)(replace_syncbn(v) for v in node)
+    return node
+
+
+def prepare_runtime(cfg: Config, launcher: str) -> Config:
+    """Adapt ``cfg`` to the machine: SyncBN and the distributed backend on CPU."""
+    cuda = torch.cuda.is_available()
+    if launcher == 'none' or not cuda:
+        cfg.model = replace_syncbn(cfg.model)
+    if launcher != 'none' and not cuda:
+        if launcher != 'pytorch':
+            raise RuntimeError(f'--launcher {launcher} needs GPUs; on CPU use --launcher pytorch (torchrun)')
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+        wrapper.setdefault('type', 'MMDistributedDataParallel')
+        wrapper['device_ids'] = None
+        cfg.model_wrapper_cfg = wrapper
+        if not dist.is_initialized():
+            dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
+                                    world_size=int(os.environ['WORLD_SIZE']))
+    return cfg
