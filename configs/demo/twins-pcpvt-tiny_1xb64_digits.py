@@ -53,7 +53,7 @@ val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
-max_epochs = 30
+max_epochs = 15
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
@@ -62,11 +62,11 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=True, end=2, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=2),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=10)
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=5)
 val_cfg = dict()
 test_cfg = dict()
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=10, max_keep_ckpts=1, save_last=True),
+    checkpoint=dict(interval=5, max_keep_ckpts=1, save_last=True),
 )
 randomness = dict(seed=0)

@@ -1,4 +1,5 @@
 from .base import VitBackbone
+from .lvt import LVT
 from .twins import PCPVT, SVT
 
-__all__ = ['VitBackbone', 'PCPVT', 'SVT']
+__all__ = ['VitBackbone', 'PCPVT', 'SVT', 'LVT']

@@ -1,0 +1,1 @@
+from .lvt_head import LVTClsHead  # noqa: F401
