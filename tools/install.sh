@@ -15,8 +15,8 @@ MMCV_VERSION=2.3.6
 WHEEL_CACHE=${VITZOO_WHEEL_CACHE:-$HOME/.cache/vitzoo/wheels}
 cd "$(dirname "$0")/.."
 
-log() { echo "[install] $*"; }
 start=$(date +%s)
+log() { echo "[install +$(( $(date +%s) - start ))s] $*"; }
 
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
@@ -49,6 +49,7 @@ if [ -z "$wheel" ]; then
 else
     log "reusing the cached $wheel"
 fi
+log "onedl-mmcv, the onedl-* toolboxes, panopticapi-lite, vitzoo"
 pip_install "$wheel"
 pip_install -r requirements/mminstall.txt
 pip_install --no-deps -r requirements/optional.txt
@@ -62,4 +63,4 @@ fi
 "$VENV/bin/python" -c "import torch, mmcv, mmengine, mmpretrain, mmdet, mmseg, vitzoo; \
 print('[install] ok: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmengine', mmengine.__version__, \
 'mmpretrain', mmpretrain.__version__, 'mmdet', mmdet.__version__, 'mmseg', mmseg.__version__, 'vitzoo', vitzoo.__version__)"
-log "done in $(( $(date +%s) - start )) s"
+log "done"

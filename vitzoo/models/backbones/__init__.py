@@ -1,5 +1,6 @@
 from .base import VitBackbone
+from .davit import DaViT
 from .lvt import LVT
 from .twins import PCPVT, SVT
 
-__all__ = ['VitBackbone', 'PCPVT', 'SVT', 'LVT']
+__all__ = ['VitBackbone', 'PCPVT', 'SVT', 'DaViT', 'LVT']

@@ -1,1 +1,2 @@
 from .lvt_head import LVTClsHead  # noqa: F401
+from .norm_linear_head import NormLinearClsHead  # noqa: F401

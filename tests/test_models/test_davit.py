@@ -1,0 +1,395 @@
+"""DaViT: parameter counts, parity with timm (= the official network), checkpoint layouts, the backbone contract."""
+import copy
+import json
+import os.path as osp
+import re
+import runpy
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+
+from helpers import run_tool, tiny_cls_config
+from vitzoo.models import DaViT, convert_state_dict, set_fused_attn
+from vitzoo.models.backbones.davit import convert_davit
+from vitzoo.models.checkpoint import _CONVERTERS, detect_and_convert, strip_prefix
+from vitzoo.registry import MODELS
+
+timm = pytest.importorskip('timm')
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+KEYS = '/work/shared/reference/keys' if osp.isdir('/work/shared/reference/keys') else osp.join(
+    REPO, '..', 'shared', 'reference', 'keys')
+CONFIG = osp.join(REPO, 'configs', 'davit', 'davit-{}_4xb256_in1k.py')
+
+# (arch, params in M with the 1000-class head: the official/seed table)
+VARIANTS = [('tiny', 28.36), ('small', 49.75), ('base', 87.95)]
+MMPRETRAIN_KEY = {'tiny': 'davit-tiny', 'small': 'davit-small', 'base': 'davit-base'}
+SMALL_ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 4])
+
+# mmpretrain's davit_to_mmpretrain.py renaming (official -> mmpretrain), written out independently
+# of vitzoo's converter from architectures.md 2.3.
+OFFICIAL_TO_MMPRETRAIN = [
+    (r'^patch_embeds\.0\.proj\.', 'backbone.patch_embed.projection.'),
+    (r'^patch_embeds\.0\.norm\.', 'backbone.patch_embed.norm.'),
+    (r'^patch_embeds\.(\d)\.proj\.', lambda m: f'backbone.stages.{int(m[1]) - 1}.downsample.projection.'),
+    (r'^patch_embeds\.(\d)\.norm\.', lambda m: f'backbone.stages.{int(m[1]) - 1}.downsample.norm.'),
+    (r'^main_blocks\.(\d+)\.(\d+)\.0\.', r'backbone.stages.\1.blocks.\2.spatial_block.'),
+    (r'^main_blocks\.(\d+)\.(\d+)\.1\.', r'backbone.stages.\1.blocks.\2.channel_block.'),
+    (r'\.cpe\.0\.', '.cpe1.'),
+    (r'\.cpe\.1\.', '.cpe2.'),
+    (r'\.mlp\.fc1\.', '.ffn.layers.0.0.'),
+    (r'\.mlp\.fc2\.', '.ffn.layers.1.'),
+    (r'(spatial_block)\.attn\.', r'\1.attn.w_msa.'),
+    (r'^norms\.', 'backbone.norm3.'),
+    (r'^head\.', 'head.fc.'),
+]
+
+
+def load_json(name: str) -> dict:
+    with open(osp.join(KEYS, name)) as f:
+        return json.load(f)
+
+
+def build_classifier(arch: str, registry=MODELS):
+    cfg = Config.fromfile(CONFIG.format(arch))
+    return registry.build(cfg.model).eval()
+
+
+def official_state_dict(arch: str, ref) -> dict:
+    """timm's weights under the official key names (the key list dumped from the official code)."""
+    official_keys = load_json('official_state_dict_keys.json')[f'davit_official.DaViT_{arch}']
+    to_timm = timm.models.davit.checkpoint_filter_fn({k: k for k in official_keys}, ref)
+    timm_sd = ref.state_dict()
+    assert set(to_timm) == set(timm_sd)
+    return {official: timm_sd[timm_key] for timm_key, official in to_timm.items()}
+
+
+def rename(state_dict: dict, rules) -> dict:
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, repl in rules:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out
+
+
+def features(model, x):
+    """All four (un-normalised) stage maps of a classifier built from the configs."""
+    backbone = model.backbone
+    backbone.out_indices = [0, 1, 2, 3]
+    try:
+        return backbone(x)
+    finally:
+        backbone.out_indices = [3]
+
+
+def assert_same_state(model, ref):
+    """``model`` holds exactly ``ref``'s weights."""
+    ours, expected = model.state_dict(), convert_state_dict(ref.state_dict())
+    assert ours.keys() == expected.keys()
+    assert all(torch.equal(ours[k], expected[k]) for k in ours)
+
+
+def build_pair(arch: str):
+    """timm's model and the vitzoo classifier from the config, loaded with timm's weights."""
+    ref = timm.create_model(f'davit_{arch}', pretrained=False).eval()
+    model = build_classifier(arch)
+    model.load_state_dict(ref.state_dict(), strict=True)  # converted on load
+    return model, ref
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    return build_pair('tiny')
+
+
+@pytest.fixture(scope='module', params=VARIANTS, ids=[v[0] for v in VARIANTS])
+def variant(request):
+    arch, params = request.param
+    model, ref = request.getfixturevalue('tiny') if arch == 'tiny' else build_pair(arch)
+    return arch, params, model, ref
+
+
+def test_params(variant):
+    arch, params, model, _ = variant
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == params
+
+
+def test_timm_parity(variant):
+    _, _, model, ref = variant
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        feats = features(model, x)
+        logits = model.head(model.neck(feats[-1:]))
+        final, ref_feats = ref.forward_intermediates(x)
+        ref_logits = ref.forward_head(final)
+    assert (logits - ref_logits).abs().max() <= 1e-5
+    for i, (ours, theirs) in enumerate(zip(feats, ref_feats)):
+        assert ours.shape == theirs.shape
+        # fp32 rounding grows with the un-normalised residual stream (|x| reaches ~40 in stage index 2;
+        # timm's own fused and eager paths differ by ~2e-5 there): 1e-5 relative to the map's peak.
+        assert (ours - theirs).abs().max() <= 1e-5 * max(1., theirs.abs().max().item()), f'stage {i}'
+
+
+def test_official_layout_loads_strictly(variant):
+    arch, _, model, ref = variant
+    official = official_state_dict(arch, ref)
+    assert detect_and_convert(official)[0] == 'davit'
+    missing, unexpected = model.load_state_dict(official, strict=True)
+    assert not missing and not unexpected
+    assert_same_state(model, ref)
+
+
+def test_mmpretrain_layout_loads_strictly(variant):
+    """mmpretrain's zoo files hold the official weights: converted, they give the official network."""
+    arch, _, model, ref = variant
+    shapes = load_json('mmpretrain_classifier_shapes.json')[MMPRETRAIN_KEY[arch]]
+    mmpretrain = rename(official_state_dict(arch, ref), OFFICIAL_TO_MMPRETRAIN)
+    assert {k: list(v.shape) for k, v in mmpretrain.items()} == shapes
+    missing, unexpected = model.load_state_dict(mmpretrain, strict=True)
+    assert not missing and not unexpected
+    assert_same_state(model, ref)
+    backbone_only = {k[len('backbone.'):]: v for k, v in mmpretrain.items() if k.startswith('backbone.')}
+    assert convert_davit(backbone_only).keys() == {k for k in model.state_dict() if k.startswith('backbone.')} | {
+        'head.norm.weight', 'head.norm.bias'}
+
+
+@pytest.fixture(scope='module')
+def small_pair():
+    """A small custom arch in timm (the official network) and in vitzoo, with the same weights."""
+    ref = timm.models.davit.DaVit(**{k: tuple(v) for k, v in SMALL_ARCH.items()}, num_classes=0).eval()
+    model = DaViT(arch=SMALL_ARCH, norm_after_stage=False).eval()
+    model.load_state_dict(strip_prefix(convert_state_dict(ref.state_dict()), 'backbone.'), strict=True)
+    return model, ref
+
+
+@pytest.mark.parametrize('size', [(225, 230), (97, 61), (32, 32)])
+def test_odd_sizes_match_the_official_network(small_pair, size):
+    model, ref = small_pair
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        ours, theirs = model(x), ref.forward_intermediates(x, intermediates_only=True)
+    assert [o.shape for o in ours] == [t.shape for t in theirs]
+    assert all((a - b).abs().max() <= 1e-5 for a, b in zip(ours, theirs))
+    if size == (225, 230):
+        assert [tuple(o.shape[2:]) for o in ours] == [(57, 58), (29, 29), (15, 15), (8, 8)]
+
+
+def test_fp64_parity_at_odd_size(small_pair):
+    model, ref = (copy.deepcopy(m).double() for m in small_pair)
+    x = torch.randn(2, 3, 97, 61, dtype=torch.float64)
+    with torch.no_grad():
+        pairs = zip(model(x), ref.forward_intermediates(x, intermediates_only=True))
+        assert all((a - b).abs().max() <= 1e-12 for a, b in pairs)
+
+
+def test_matches_mmpretrain_implementation_only_with_its_two_deviations_fixed():
+    """mmpretrain's own DaViT with its own weights: vitzoo gives the official network's outputs,
+    which equal mmpretrain's once its stem padding ('same' = 1/2 instead of 3/3) and its head order
+    (norm -> pool instead of pool -> norm) follow the official model."""
+    from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+    arch = dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8])
+    mm = MMPRETRAIN_MODELS.build(dict(
+        type='ImageClassifier', backbone=dict(type='DaViT', arch=arch), neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=128))).eval()
+    mm.init_weights()
+    for name, param in mm.named_parameters():  # LayerNorms start at ones/zeros: perturb them
+        if 'norm' in name:
+            param.data.add_(torch.randn_like(param) * 0.1)
+    model = MODELS.build(dict(
+        type='vitzoo.ImageClassifier',
+        backbone=dict(type='vitzoo.DaViT', arch=dict(arch, embed_dims=[16, 32, 64, 128]), out_indices=(3, ),
+                      norm_after_stage=False),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='vitzoo.NormLinearClsHead', num_classes=10, in_channels=128)))
+    model.eval().load_state_dict(mm.state_dict(), strict=True)
+    x = torch.randn(1, 3, 224, 224)  # maps of 56, 28, 14, 7: mmpretrain shrinks windows on smaller maps
+    with torch.no_grad():
+        ours = model(x, mode='tensor')
+        as_configured = mm(x, mode='tensor')
+        mm.backbone.patch_embed.adaptive_padding = None
+        mm.backbone.patch_embed.projection.padding = (3, 3)
+        norm3, mm.backbone.norm3 = mm.backbone.norm3, torch.nn.Identity()
+        pooled = mm.backbone(x)[-1].mean((2, 3))
+        fixed = mm.head.fc(F.layer_norm(pooled, (128, ), norm3.weight, norm3.bias, norm3.eps))
+    assert (ours - fixed).abs().max() <= 1e-5
+    assert (ours - as_configured).abs().max() > 1e-3
+
+
+def test_official_dense_layout_via_init_cfg(tiny, tmp_path):
+    """The official detection/segmentation backbone: ``backbone.{patch_embeds,main_blocks,norm0..3}``."""
+    model, ref = tiny
+    official = official_state_dict('tiny', ref)
+    dense = {f'backbone.{k}': v for k, v in official.items() if not k.startswith(('norms.', 'head.'))}
+    norms = {f'backbone.norm{i}.{p}': torch.randn(dim) for i, dim in enumerate([96, 192, 384, 768])
+             for p in ('weight', 'bias')}
+    path = str(tmp_path / 'mask_rcnn_davit_tiny.pth')
+    torch.save({'state_dict': {**dense, **norms, 'neck.lateral_convs.0.conv.weight': torch.zeros(1)}}, path)
+    backbone = MODELS.build(dict(type='DaViT', arch='tiny',
+                                 init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.')))
+    backbone.init_weights()
+    assert torch.equal(backbone.out_norms[2].weight, norms['backbone.norm2.weight'])
+    ours = backbone.state_dict()
+    expected = {k[len('backbone.'):]: v for k, v in model.state_dict().items() if k.startswith('backbone.')}
+    assert all(torch.equal(ours[k], v) for k, v in expected.items())
+
+
+def test_conversion_is_idempotent_and_specific(tiny):
+    model, ref = tiny
+    ours = model.state_dict()
+    assert convert_davit(ours) is None
+    assert detect_and_convert(ours)[0] is None
+    for layout in (ref.state_dict(), official_state_dict('tiny', ref)):
+        family, converted = detect_and_convert(layout)
+        assert family == 'davit' and converted.keys() == ours.keys()
+        assert convert_state_dict(converted).keys() == converted.keys()
+    mmpretrain = rename(official_state_dict('tiny', ref), OFFICIAL_TO_MMPRETRAIN)
+    dense = {k: v for k, v in mmpretrain.items() if k.startswith('backbone.')}  # mmpretrain, out_indices 0..3
+    dense.update({f'backbone.norm{i}.{p}': torch.zeros(c)
+                  for i, c in enumerate([96, 192, 384]) for p in ('weight', 'bias')})
+    assert convert_davit(dense).keys() == {k for k in ours if k.startswith('backbone.')} | {
+        f'backbone.out_norms.{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
+    for layout in (ref.state_dict(), official_state_dict('tiny', ref), mmpretrain, ours):
+        assert all(fn(layout) is None for family, fn in _CONVERTERS.items() if family != 'davit')
+    tables = ['official_state_dict_keys.json', 'timm_shapes.json', 'mmpretrain_classifier_shapes.json',
+              'mmpretrain_state_dict_keys.json', 'lvt_official_shapes.json']
+    for table in tables:
+        for name, keys in load_json(table).items():
+            if 'davit' not in name.lower():
+                assert convert_davit({k: torch.empty(0) for k in keys}) is None, name
+    twins_vitzoo = MODELS.build(dict(type='SVT', arch=dict(
+        embed_dims=[8] * 4, depths=[2] * 4, num_heads=[1] * 4, mlp_ratios=[1] * 4, sr_ratios=[1] * 4,
+        window_sizes=[7] * 4))).state_dict()
+    assert convert_davit({f'backbone.{k}': v for k, v in twins_vitzoo.items()}) is None
+
+
+def test_converter_tool(tiny, tmp_path, monkeypatch, capsys):
+    _, ref = tiny
+    src, dst = tmp_path / 'davit_tiny.pth', tmp_path / 'out' / 'davit_tiny_vitzoo.pth'
+    torch.save({'state_dict': official_state_dict('tiny', ref)}, src)
+    monkeypatch.setattr(sys, 'argv', ['davit2vitzoo.py', str(src), str(dst)])
+    runpy.run_path(osp.join(REPO, 'tools', 'model_converters', 'davit2vitzoo.py'), run_name='__main__')
+    assert 'davit (foreign layout), 212 tensors' in capsys.readouterr().out
+    converted = torch.load(dst, map_location='cpu')['state_dict']
+    assert torch.equal(converted['backbone.stages.2.blocks.5.attn.qkv.weight'],
+                       ref.stages[2].blocks[2][1].attn.qkv.weight)
+
+
+@pytest.fixture(scope='module')
+def small():
+    return DaViT(arch=SMALL_ARCH)
+
+
+def test_fused_and_eager_attention_agree(small):
+    small.eval()
+    x = torch.randn(2, 3, 97, 61)  # windows pad in every stage
+    for mask_padding in (False, True):
+        for m in small.modules():
+            if hasattr(m, 'mask_padding'):
+                m.mask_padding = mask_padding
+        with torch.no_grad():
+            fused = small(x)
+            set_fused_attn(small, False)
+            eager = small(x)
+            set_fused_attn(small, True)
+        assert all((a - b).abs().max() <= 1e-5 for a, b in zip(fused, eager))
+    for m in small.modules():
+        if hasattr(m, 'mask_padding'):
+            m.mask_padding = False
+
+
+def test_channel_attention_operand_roles(small):
+    """softmax(k^T v * (C/G)^-0.5) applied to q, written out as in the official code."""
+    attn = small.stages[2].blocks[1].attn
+    x = torch.randn(2, 10, 64)
+    B, N, C = x.shape
+    with torch.no_grad():
+        q, k, v = attn.qkv(x).reshape(B, N, 3, 4, C // 4).permute(2, 0, 3, 1, 4).unbind(0)
+        weights = ((k * (C // 4)**-0.5).transpose(-1, -2) @ v).softmax(-1)
+        expected = attn.proj((weights @ q.transpose(-1, -2)).transpose(-1, -2).transpose(1, 2).reshape(B, N, C))
+        assert (attn(x, (2, 5)) - expected).abs().max() <= 1e-6
+
+
+def test_mask_padding_only_changes_padded_maps():
+    model = DaViT(arch=SMALL_ARCH, mask_padding=True).eval()
+    plain = DaViT(arch=SMALL_ARCH).eval()
+    plain.load_state_dict(model.state_dict())
+    x_even, x_odd = torch.randn(1, 3, 224, 224), torch.randn(1, 3, 97, 61)  # 56x56 .. 7x7 vs padded maps
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x_even), plain(x_even)))
+        assert not torch.allclose(model(x_odd)[0], plain(x_odd)[0])
+
+
+def test_with_cp_equal_outputs_and_grads():
+    model = DaViT(arch=SMALL_ARCH, drop_path_rate=0.2).train()
+    x = torch.randn(2, 3, 64, 48)
+    results = []
+    for with_cp in (False, True):
+        model.with_cp = with_cp
+        model.zero_grad()
+        torch.manual_seed(0)
+        out = model(x)
+        sum(o.square().mean() for o in out).backward()
+        results.append(([o.detach() for o in out], {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out_a, out_b))
+    assert grads_a.keys() == grads_b.keys() == dict(model.named_parameters()).keys()
+    assert all(torch.allclose(grads_a[k], grads_b[k], atol=1e-6) for k in grads_a)
+
+
+def test_frozen_stages():
+    model = DaViT(arch=SMALL_ARCH, frozen_stages=2)
+    model.train()
+    for i, (stage, norm) in enumerate(zip(model.stages, model.out_norms)):
+        frozen = i < 2
+        assert all(p.requires_grad != frozen for p in [*stage.parameters(), *norm.parameters()])
+        assert all(m.training != frozen for m in [*stage.modules(), *norm.modules()])
+    out = model(torch.randn(1, 3, 64, 64))
+    sum(o.sum() for o in out).backward()
+    assert all(p.grad is None for p in model.stages[1].parameters())
+    assert all(p.grad is not None for p in model.stages[2].parameters())
+    with pytest.raises(ValueError, match='frozen_stages'):
+        DaViT(arch=SMALL_ARCH, frozen_stages=5)
+
+
+def test_dense_contract_and_arch_validation():
+    model = DaViT(arch=SMALL_ARCH, out_indices=(1, -1), drop_path_rate=0.3).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 65, 33))
+    assert [tuple(o.shape) for o in outs] == [(1, 32, 9, 5), (1, 64, 3, 2)]
+    assert all(o.is_contiguous() for o in outs)
+    assert all(isinstance(n, torch.nn.LayerNorm) for n in model.out_norms)
+    rates = [b.drop_path.drop_prob for stage in model.stages for b in stage.blocks]
+    assert rates == pytest.approx(torch.linspace(0, 0.3, 10).tolist())  # one rate per block, two per pair
+    with pytest.raises(ValueError, match=r"unknown DaViT arch 'large'.*\['base', 'small', 'tiny'\]"):
+        DaViT(arch='large')
+    with pytest.raises(ValueError, match='missing the keys'):
+        DaViT(arch=dict(embed_dims=[8] * 4, depths=[1] * 4))
+    with pytest.raises(ValueError, match='out_indices 4 is out of range'):
+        DaViT(arch=SMALL_ARCH, out_indices=(4, ))
+
+
+def test_configs_build_with_the_recipe():
+    from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+    model = build_classifier('tiny', MMPRETRAIN_MODELS)
+    assert type(model.backbone) is DaViT and model.backbone.out_indices == [3]
+    assert type(model.head).__name__ == 'NormLinearClsHead'
+    cfg = Config.fromfile(CONFIG.format('tiny'))
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.optim_wrapper.clip_grad.max_norm == 1.0
+    assert cfg.train_dataloader.batch_size * 4 == cfg.auto_scale_lr.base_batch_size
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        assert loader.dataset.pipeline[1].scale == 235 and loader.dataset.pipeline[2].crop_size == 224
+    for arch, rate in [('tiny', 0.1), ('small', 0.2), ('base', 0.4)]:
+        backbone = Config.fromfile(CONFIG.format(arch)).model.backbone
+        assert (backbone.arch, backbone.drop_path_rate) == (arch, rate)
+
+
+def test_trains_through_tools_train(digits_root, tmp_path):
+    config = tiny_cls_config(CONFIG.format('tiny'), str(tmp_path), digits_root, num_images=8, extra=(
+        'default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, save_optimizer=False))'))
+    work_dir = str(tmp_path / 'work')
+    run_tool('tools/train.py', config, '--work-dir', work_dir)
+    assert osp.exists(osp.join(work_dir, 'epoch_1.pth'))
