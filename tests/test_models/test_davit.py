@@ -94,8 +94,19 @@ def assert_same_state(model, ref):
 
 
 def build_pair(arch: str):
-    """timm's model and the vitzoo classifier from the config, loaded with timm's weights."""
+    """timm's model and the vitzoo classifier from the config, loaded with timm's weights.
+
+    timm's random init lets the un-normalised residual stream grow to ~3e3 in stage 2 of small
+    and base (its conv position encodings use PyTorch's default init, each one a gain of ~1.5);
+    scaling those kernels by 0.25 keeps activations in the range of trained weights (|x| < 20),
+    where fp32 parity is meaningful in absolute terms.
+    """
+    torch.manual_seed(0)
     ref = timm.create_model(f'davit_{arch}', pretrained=False).eval()
+    with torch.no_grad():
+        for name, param in ref.named_parameters():
+            if '.cpe' in name and name.endswith('proj.weight'):
+                param.mul_(0.25)
     model = build_classifier(arch)
     model.load_state_dict(ref.state_dict(), strict=True)  # converted on load
     return model, ref
@@ -129,9 +140,7 @@ def test_timm_parity(variant):
     assert (logits - ref_logits).abs().max() <= 1e-5
     for i, (ours, theirs) in enumerate(zip(feats, ref_feats)):
         assert ours.shape == theirs.shape
-        # fp32 rounding grows with the un-normalised residual stream (|x| reaches ~40 in stage index 2;
-        # timm's own fused and eager paths differ by ~2e-5 there): 1e-5 relative to the map's peak.
-        assert (ours - theirs).abs().max() <= 1e-5 * max(1., theirs.abs().max().item()), f'stage {i}'
+        assert (ours - theirs).abs().max() <= 1e-5, f'stage {i}'
 
 
 def test_official_layout_loads_strictly(variant):
