@@ -1,4 +1,5 @@
 """The OpenMMLab contract shared by every vitzoo backbone."""
+import math
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -40,6 +41,33 @@ def normalize_indices(indices: Union[int, Sequence[int]], num_stages: int, what:
                              f'(allowed: {-num_stages}..{num_stages - 1})')
         out.append(index % num_stages)
     return sorted(set(out))
+
+
+def build_out_norms(embed_dims: Sequence[int], norm_after_stage: Union[bool, Sequence[bool]],
+                    eps: float = 1e-5) -> nn.ModuleList:
+    """One LayerNorm (or Identity) per stage output; ``norm_after_stage`` is one bool or one per stage."""
+    if isinstance(norm_after_stage, bool):
+        norm_after_stage = [norm_after_stage] * len(embed_dims)
+    if len(norm_after_stage) != len(embed_dims):
+        raise ValueError(f'norm_after_stage needs one bool per stage ({len(embed_dims)}), got {norm_after_stage}')
+    return nn.ModuleList(
+        nn.LayerNorm(dim, eps=eps) if flag else nn.Identity() for dim, flag in zip(embed_dims, norm_after_stage))
+
+
+def init_vit_weights(m: nn.Module, conv_fan_out: bool = True) -> None:
+    """Trunc-normal(0.02) linears, unit LayerNorms and, with ``conv_fan_out``, normal(0, sqrt(2/fan_out)) convs."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Conv2d) and conv_fan_out:
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, with_cp: bool = False) -> torch.Tensor:

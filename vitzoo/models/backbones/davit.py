@@ -22,6 +22,7 @@ timm and mmpretrain layouts onto these.
 """
 import re
 from collections import OrderedDict
+from functools import partial
 from typing import Mapping, Optional, Sequence, Union
 
 import torch
@@ -31,7 +32,7 @@ from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
 from ..layers import (Attention, DropPath, Mlp, PatchEmbed, PosConv, Size, WindowAttention,
                       nlc_to_nchw, scaled_dot_product_attention)
-from .base import VitBackbone, normalize_indices, resolve_arch, run_blocks
+from .base import VitBackbone, build_out_norms, init_vit_weights, normalize_indices, resolve_arch, run_blocks
 
 
 class ChannelAttention(Attention):
@@ -176,26 +177,11 @@ class DaViT(VitBackbone):
             cursor += 2 * depths[i]
         self.stages = nn.ModuleList(stages)
 
-        if isinstance(norm_after_stage, bool):
-            norm_after_stage = [norm_after_stage] * num_stages
-        if len(norm_after_stage) != num_stages:
-            raise ValueError(f'norm_after_stage needs one bool per stage ({num_stages}), got {norm_after_stage}')
-        self.out_norms = nn.ModuleList(
-            nn.LayerNorm(dim) if flag else nn.Identity() for dim, flag in zip(embed_dims, norm_after_stage))
+        self.out_norms = build_out_norms(embed_dims, norm_after_stage)
 
-        self.apply(self._init_module)
+        # the official initialisation: trunc-normal linears; convs keep PyTorch's default
+        self.apply(partial(init_vit_weights, conv_fan_out=False))
         self._freeze_stages()
-
-    @staticmethod
-    def _init_module(m: nn.Module) -> None:
-        """The official initialisation: trunc-normal linears; convs keep PyTorch's default."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> tuple:
         outs = []

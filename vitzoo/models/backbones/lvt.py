@@ -27,7 +27,7 @@ from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
 from ..layers import (ConvMlp, DropPath, Mlp, PatchEmbed, Size, SpatialReductionAttention,
                       nchw_to_nlc, nlc_to_nchw)
-from .base import VitBackbone, normalize_indices, resolve_arch, run_blocks
+from .base import VitBackbone, init_vit_weights, normalize_indices, resolve_arch, run_blocks
 
 
 class TokenBox(NamedTuple):
@@ -305,19 +305,8 @@ class LVT(VitBackbone):
     @staticmethod
     def _init_module(m: nn.Module) -> None:
         """Trunc-normal linears, fan-out normal convs; CSA's value transforms normal(0, sqrt(2/9C))."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, ConvSelfAttention):
+        init_vit_weights(m)
+        if isinstance(m, ConvSelfAttention):
             nn.init.normal_(m.value.weight, 0, math.sqrt(2.0 / m.value.out_channels))
 
     def out_sizes(self, height: int, width: int) -> List[Size]:

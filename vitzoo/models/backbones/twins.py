@@ -13,7 +13,6 @@ input gives maps of 56x79, 28x39, 14x19, 7x9). LSA pads maps that are not multip
 with zeros on the right and bottom; by default the padded tokens take part as keys and values, as
 in the official classification/detection code and timm (``mask_padding=True`` excludes them).
 """
-import math
 from collections import OrderedDict
 from typing import Mapping, Optional, Sequence, Union
 
@@ -24,7 +23,7 @@ from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
 from ..layers import (DropPath, Mlp, PatchEmbed, PosConv, Size, SpatialReductionAttention,
                       WindowAttention, nlc_to_nchw)
-from .base import VitBackbone, normalize_indices, resolve_arch, run_blocks
+from .base import VitBackbone, build_out_norms, init_vit_weights, normalize_indices, resolve_arch, run_blocks
 
 
 class TwinsBlock(nn.Module):
@@ -137,32 +136,10 @@ class Twins(VitBackbone):
 
         if norm_after_stage is None:
             norm_after_stage = self.default_norm_after_stage
-        if isinstance(norm_after_stage, bool):
-            norm_after_stage = [norm_after_stage] * num_stages
-        if len(norm_after_stage) != num_stages:
-            raise ValueError(f'norm_after_stage needs one bool per stage ({num_stages}), got {norm_after_stage}')
-        self.out_norms = nn.ModuleList(
-            nn.LayerNorm(dim, eps=1e-6) if flag else nn.Identity()
-            for dim, flag in zip(embed_dims, norm_after_stage))
+        self.out_norms = build_out_norms(embed_dims, norm_after_stage, eps=1e-6)
 
-        self.apply(self._init_module)
+        self.apply(init_vit_weights)  # the official initialisation
         self._freeze_stages()
-
-    @staticmethod
-    def _init_module(m: nn.Module) -> None:
-        """The official initialisation: trunc-normal linears, fan-out normal convs."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> tuple:
         outs = []
