@@ -19,17 +19,19 @@ def build_teacher(teacher: Union[dict, str, nn.Module], checkpoint: Optional[str
 
     With ``checkpoint`` its weights load strictly from that file (official/timm layouts of the
     vitzoo families convert on the way); without, a teacher built from a config runs its own
-    ``init_weights`` (so an ``init_cfg`` of type ``Pretrained`` in the teacher config works).
+    ``init_weights`` (so an ``init_cfg`` of type ``Pretrained`` in the teacher config works) and a
+    built module is used as it is.
     """
     if isinstance(teacher, str):
         teacher = Config.fromfile(teacher)['model']
-    if not isinstance(teacher, nn.Module):
+    from_config = not isinstance(teacher, nn.Module)
+    if from_config:
         teacher = MODELS.build(teacher)
     if checkpoint is not None:
         state_dict = unwrap_state_dict(CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu'))
         teacher.load_state_dict(state_dict, strict=True)
         print_log(f'distillation teacher {type(teacher).__name__}: loaded {checkpoint}', logger='current')
-    elif isinstance(teacher, BaseModule):
+    elif from_config and isinstance(teacher, BaseModule):
         teacher.init_weights()
     for param in teacher.parameters():
         param.requires_grad = False
@@ -45,8 +47,11 @@ class DistillationClassifier(ImageClassifier):
     distillation loss (:class:`~vitzoo.models.DistilledLinearClsHead`: hard, soft or none).
     Prediction uses the student only.
 
-    The teacher is not part of the classifier's ``state_dict``: checkpoints hold the student alone
-    and load into this class or a plain :class:`ImageClassifier` alike.
+    The teacher is held outside the module tree, as DeiT holds it: it follows the classifier's
+    device and dtype moves (``to``, ``cuda``, ``half``), but it is no submodule, so it stays out
+    of ``state_dict`` (checkpoints hold the student alone and load into this class or a plain
+    :class:`ImageClassifier` alike), of ``parameters()`` (optimizer, DDP) and of ``init_weights``,
+    ``train()`` and SyncBN conversion.
 
     Args:
         teacher: the teacher: a model config (e.g. ``dict(type='mmpretrain.TimmClassifier',
@@ -64,36 +69,22 @@ class DistillationClassifier(ImageClassifier):
                  teacher_checkpoint: Optional[str] = None,
                  **kwargs):
         super().__init__(*args, **kwargs)
-        self.teacher = build_teacher(teacher, teacher_checkpoint)
-        self._register_state_dict_hook(_drop_teacher_keys)
-        self.register_load_state_dict_pre_hook(_keep_teacher_weights)
+        self._teacher = (build_teacher(teacher, teacher_checkpoint), )
 
-    def init_weights(self) -> None:
-        """Initialise the student; the teacher keeps the weights it was built with."""
-        teacher = self._modules.pop('teacher')
-        try:
-            super().init_weights()
-        finally:
-            self._modules['teacher'] = teacher
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teacher[0]
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.teacher.eval()
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
         return self
+
+    def extra_repr(self) -> str:
+        return f'teacher={type(self.teacher).__name__} (frozen, outside the state dict)'
 
     def loss(self, inputs: torch.Tensor, data_samples: List[DataSample]) -> dict:
         feats = self.extract_feat(inputs)
         with torch.no_grad():
             teacher_logits = self.teacher(inputs)
         return self.head.loss(feats, data_samples, teacher_logits=teacher_logits)
-
-
-def _drop_teacher_keys(module, state_dict, prefix, local_metadata) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix + 'teacher.')]:
-        del state_dict[key]
-
-
-def _keep_teacher_weights(module, state_dict, prefix, *args) -> None:
-    """Student checkpoints carry no teacher: fill its keys with its current weights."""
-    for key, value in module.teacher.state_dict().items():
-        state_dict.setdefault(f'{prefix}teacher.{key}', value)
