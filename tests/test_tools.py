@@ -164,3 +164,15 @@ def test_cpu_runtime_replaces_syncbn():
     cfg = Config(dict(model=dict(type='X', norm_cfg=dict(type='SyncBN'), heads=[dict(norm=dict(type='SyncBN'))])))
     cfg = prepare_runtime(cfg, 'none')
     assert cfg.model.norm_cfg.type == 'BN' and cfg.model.heads[0].norm.type == 'BN'
+
+
+def test_slurm_scripts_build_the_srun_command(tmp_path):
+    fake = tmp_path / 'srun'
+    fake.write_text('#!/bin/bash\necho SRUN "$@"\n')
+    fake.chmod(0o755)
+    path = dict(PATH=f'{tmp_path}{os.pathsep}{os.environ["PATH"]}', GPUS='16')
+    train = run_tool('tools/slurm_train.sh', 'gpu', 'job', DEMO, 'work', '--amp', env=path).stdout
+    assert '-p gpu --job-name=job --gres=gpu:8 --ntasks=16' in train
+    assert f'tools/train.py {DEMO} --work-dir=work --amp --launcher=slurm' in train
+    test = run_tool('tools/slurm_test.sh', 'gpu', 'job', DEMO, 'ckpt.pth', '--tta', env=path).stdout
+    assert f'tools/test.py {DEMO} ckpt.pth --tta --launcher=slurm' in test
