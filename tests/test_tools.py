@@ -176,3 +176,44 @@ def test_slurm_scripts_build_the_srun_command(tmp_path):
     assert f'tools/train.py {DEMO} --work-dir=work --amp --launcher=slurm' in train
     test = run_tool('tools/slurm_test.sh', 'gpu', 'job', DEMO, 'ckpt.pth', '--tta', env=path).stdout
     assert f'tools/test.py {DEMO} ckpt.pth --tta --launcher=slurm' in test
+
+
+def test_tta_and_show_dir(trained, tmp_path):
+    config, work_dir, _ = trained
+    checkpoint, show_dir = osp.join(work_dir, 'epoch_2.pth'), tmp_path / 'vis'
+    tta = run_tool('tools/test.py', config, checkpoint, '--tta', '--work-dir', str(tmp_path / 'w'))
+    assert 0.0 <= top1(tta.stdout) <= 100.0
+    shown = run_tool('tools/test.py', config, checkpoint, '--show-dir', str(show_dir), '--work-dir', str(tmp_path / 'w'))
+    assert 0.0 <= top1(shown.stdout) <= 100.0
+    assert len(list(show_dir.rglob('*.png'))) == 8  # one visualisation per test image
+    both = run_tool('tools/test.py', config, checkpoint, '--tta', '--show-dir', str(show_dir), check=False)
+    assert both.returncode != 0 and 'cannot be combined' in both.stderr
+
+
+def load_tool(name: str):
+    import importlib.util
+    from helpers import REPO
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_flags_rewrite_the_config(tmp_path):
+    from argparse import Namespace
+    from helpers import REPO
+    train = load_tool('train')
+    args = Namespace(config=osp.join(REPO, 'configs/twins/twins-pcpvt-small_8xb128_in1k.py'), work_dir=None,
+                     resume='auto', overwrite=False, amp=True, auto_scale_lr=True,
+                     cfg_options={'train_dataloader.batch_size': 4}, launcher='none')
+    cfg = train.merge_args(Config.fromfile(args.config), args)
+    assert cfg.work_dir == osp.join('./work_dirs', 'twins-pcpvt-small_8xb128_in1k')
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.auto_scale_lr.enable and cfg.auto_scale_lr.base_batch_size == 1024
+    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.train_dataloader.batch_size == 4
+    args.resume, args.config = 'some/ckpt.pth', osp.join(REPO, DEMO)
+    cfg = train.merge_args(Config.fromfile(args.config), Namespace(**{**vars(args), 'auto_scale_lr': False}))
+    assert cfg.resume is True and cfg.load_from == 'some/ckpt.pth'
+    with pytest.raises(ValueError, match='auto_scale_lr'):
+        train.merge_args(Config.fromfile(args.config), args)

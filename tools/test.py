@@ -2,10 +2,14 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl] [--show-dir DIR] [--tta]
                                            [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+    python tools/test.py MODEL_NAME [CHECKPOINT] [...]
 
 CHECKPOINT is a local path or an http(s) URL (downloaded once into ~/.cache/vitzoo/checkpoints,
 resumable, checked against the hash in its file name). Official, timm and mmpretrain checkpoints
 of the vitzoo classifiers load directly: they are converted as they load.
+
+A model name of the index (``python -c "import vitzoo; print(vitzoo.list_models())"``) stands for
+its config; without CHECKPOINT its released weights are used.
 """
 import argparse
 import os
@@ -21,8 +25,9 @@ from vitzoo.utils import resolve_checkpoint
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Evaluate a vitzoo model')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file path or http(s) URL')
+    parser.add_argument('config', help='test config file path, or a model name of the index')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='checkpoint file path or http(s) URL (default for a model name: its released weights)')
     parser.add_argument('--work-dir', help='directory for the evaluation metrics and logs')
     parser.add_argument('--out', help='dump the predictions to this pickle file (.pkl)')
     parser.add_argument('--show-dir', help='save visualised predictions into this directory')
@@ -36,11 +41,32 @@ def parse_args():
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out must name a .pkl or .pickle file, got {args.out!r}')
+    try:
+        resolve_model_name(args)
+    except ValueError as err:
+        parser.error(str(err))
     return args
+
+
+def resolve_model_name(args) -> None:
+    """Turn a model name given in place of a config into its config and (default) weights."""
+    args.model_name = None
+    if args.config.endswith('.py') or osp.isfile(args.config):
+        if args.checkpoint is None:
+            raise ValueError('a config needs a CHECKPOINT (a path or an http(s) URL)')
+        return
+    from vitzoo.apis.model import ModelHub, no_weights_message
+    info = ModelHub.get(args.config)
+    args.model_name, args.config = info.name, info.config
+    if args.checkpoint is None:
+        if not info.weights:
+            raise ValueError(no_weights_message(info, how='test.py'))
+        args.checkpoint = info.weights
 
 
 def enable_visualization(cfg: Config, show_dir: str, scope: str) -> None:
     hook = cfg.default_hooks.setdefault('visualization', ConfigDict(type='VisualizationHook'))
+    hook.interval = 1  # every test image
     if scope == 'mmpretrain':
         hook.update(enable=True, out_dir=show_dir)
     elif scope == 'mmdet':
@@ -73,8 +99,11 @@ def merge_args(cfg: Config, args) -> Config:
     scope = cfg.get('default_scope', 'mmengine')
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+        './work_dirs', getattr(args, 'model_name', None) or osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = resolve_checkpoint(args.checkpoint)
+    if args.show_dir and args.tta and scope == 'mmpretrain':
+        raise ValueError('--show-dir cannot be combined with --tta for classification: mmpretrain\'s '
+                         'visualisation hook draws one image per sample, TTA feeds several')
     if args.show_dir:
         enable_visualization(cfg, args.show_dir, scope)
     if args.tta:
