@@ -26,3 +26,19 @@ def digits_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('digits'))
     export(root, size=32)
     return root
+
+
+@pytest.fixture(scope='session')
+def trained_demo(digits_root, tmp_path_factory):
+    """The digits demo model after 3 epochs of tools/train.py on the full training split.
+
+    Returns ``(work_dir, checkpoint)``; the work dir holds MMEngine's logs (vis_data/scalars.json).
+    """
+    from helpers import run_tool
+    work_dir = str(tmp_path_factory.mktemp('trained_demo'))
+    options = [f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+               for key in (f'dataset.data_root={digits_root}', 'num_workers=0', 'persistent_workers=False')]
+    options += ['train_cfg.max_epochs=3', 'train_cfg.val_interval=3', 'default_hooks.checkpoint.interval=3']
+    run_tool('tools/train.py', 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py', '--work-dir', work_dir,
+             '--cfg-options', *options)
+    return work_dir, osp.join(work_dir, 'epoch_3.pth')

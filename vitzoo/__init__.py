@@ -7,4 +7,25 @@ from .version import __version__, version_info
 # once vitzoo is imported (tools/*.py import it first).
 MODULE2PACKAGE.setdefault('vitzoo', 'vitzoo')
 
-__all__ = ['__version__', 'version_info']
+# The model-zoo API, imported on first use so that ``import vitzoo`` stays light.
+_LAZY = {
+    'list_models': 'vitzoo.apis.model',
+    'get_model': 'vitzoo.apis.model',
+    'inference_model': 'vitzoo.apis.inference',
+    'get_model_complexity': 'vitzoo.apis.complexity',
+}
+
+__all__ = ['__version__', 'version_info', *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -29,6 +29,8 @@ model = dict(
 )
 
 data_root = 'data/digits'
+# Class names, saved in the checkpoints' dataset_meta (vitzoo.inference_model's pred_class).
+metainfo = dict(classes=[str(d) for d in range(10)])
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.75, 1.0), aspect_ratio_range=(0.8, 1.25)),
@@ -39,14 +41,14 @@ train_dataloader = dict(
     batch_size=64,
     num_workers=2,
     dataset=dict(type='CustomDataset', data_root=data_root, ann_file='meta/train.txt', data_prefix='train',
-                 pipeline=train_pipeline),
+                 metainfo=metainfo, pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 val_dataloader = dict(
     batch_size=128,
     num_workers=2,
     dataset=dict(type='CustomDataset', data_root=data_root, ann_file='meta/val.txt', data_prefix='val',
-                 pipeline=test_pipeline),
+                 metainfo=metainfo, pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
 val_evaluator = dict(type='Accuracy', topk=(1, ))

@@ -1,0 +1,348 @@
+"""Throughput and peak memory of a model, inference and training step, optionally against timm.
+
+    python tools/analysis_tools/benchmark.py CONFIG_OR_NAME [...] [--batch-size 8] [--shape H [W]]
+        [--mode {infer,train,both}] [--warmup 3] [--iters 10] [--rounds 3] [--device cpu|cuda]
+        [--threads N] [--compare timm] [--json OUT.json]
+
+What is timed (after ``--warmup`` untimed iterations of each model and mode):
+
+* ``infer``: a forward pass on a random batch in eval mode under ``torch.inference_mode``;
+* ``train``: one training step in train mode: forward, loss, backward and an SGD update. Data
+  loading and augmentation are not included.
+
+Classifiers run their tensor forward (backbone, neck and head; a distilled PiT without its
+teacher) and cross-entropy against random labels. Segmentors and detectors (mmseg / mmdet
+configs) run their toolbox's ``predict`` (with post-processing) and ``loss`` against random
+targets (a random label map; three random boxes with box masks, and a label map for panoptic
+models).
+
+``--compare timm`` builds timm's implementation of the same classifier variant (same number of
+classes and drop-path rate) in the same process, checks that both give the same logits for the
+same weights (timm's, converted as vitzoo loads them), and times both on the same inputs,
+alternating between the two models in each of ``--rounds`` rounds of ``--iters`` iterations.
+Configs without a timm counterpart (LVT, dense models) are timed alone. Throughput is the median
+over rounds; the ratio is vitzoo / timm (> 1: vitzoo faster).
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during one iteration (weights
+included). On CPU the growth of the process's peak resident set (``VmHWM`` reset through
+``/proc/self/clear_refs``) over one iteration, with glibc's mmap threshold pinned to 128 KiB so
+freed activations leave the resident set: activations, gradients and workspace, not weights.
+"""
+import argparse
+import ctypes
+import json
+import statistics
+import sys
+import time
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from vitzoo.apis.model import build_model_from_cfg, load_config
+
+TIMM_NAMES = {
+    'PCPVT': 'twins_pcpvt_{arch}',
+    'SVT': 'twins_svt_{arch}',
+    'DaViT': 'davit_{arch}',
+    'PiT': 'pit_{arch}_224',
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Throughput and peak memory of a vitzoo model')
+    parser.add_argument('models', nargs='+', help='config files or model names of the index')
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--shape', type=int, nargs='+', default=[224], help='input H [W] (default 224)')
+    parser.add_argument('--mode', choices=['infer', 'train', 'both'], default='both')
+    parser.add_argument('--warmup', type=int, default=3, help='untimed iterations per model and mode')
+    parser.add_argument('--iters', type=int, default=10, help='timed iterations per round')
+    parser.add_argument('--rounds', type=int, default=3, help='rounds (the models alternate within each)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s)')
+    parser.add_argument('--compare', choices=['timm'], help='also run timm\'s implementation of the variant')
+    parser.add_argument('--json', help='write the results to this JSON file')
+    args = parser.parse_args(argv)
+    if len(args.shape) not in (1, 2):
+        parser.error('--shape takes H or H W')
+    return args
+
+
+def timm_name(cfg) -> Tuple[Optional[str], str]:
+    """``(timm's model name or None, why not)`` for the classifier of a vitzoo config."""
+    backbone = cfg.model.get('backbone') or {}
+    kind = str(backbone.get('type', '')).split('.')[-1]
+    arch = backbone.get('arch')
+    if 'head' not in cfg.model:
+        return None, f'timm has classifiers only, no counterpart of {cfg.model.get("type")}'
+    if kind not in TIMM_NAMES:
+        return None, f'timm has no implementation of {kind or cfg.model.get("type")}'
+    if not isinstance(arch, str):
+        return None, f'a custom {kind} arch ({arch}) has no timm counterpart'
+    name = TIMM_NAMES[kind].format(arch=arch.lower())
+    if kind == 'PiT' and backbone.get('distilled'):
+        name = name.replace('_224', '_distilled_224')
+    return name, ''
+
+
+def _pin_malloc() -> bool:
+    """Make glibc return freed blocks above 128 KiB to the OS at once (so RSS follows live memory)."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
+    except OSError:
+        return False
+
+
+def _status(key: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(key + ':'):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA allocator peak, or growth of the peak RSS on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu_ok = device.type == 'cpu'
+        self.peak = None
+
+    def __enter__(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.cpu_ok:
+            try:
+                with open('/proc/self/clear_refs', 'w') as f:
+                    f.write('5')
+                self.start = _status('VmRSS')
+            except OSError:
+                self.cpu_ok = False
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        elif self.cpu_ok:
+            self.peak = max(_status('VmHWM') - self.start, 0)
+
+
+def logits_of(output):
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+class Runner:
+    """One model's inference and training step on fixed inputs.
+
+    ``infer(x)`` runs the forward pass; ``loss(x)`` returns the scalar loss of a training step.
+    """
+
+    def __init__(self, label, module, infer, loss, device):
+        self.label, self.module, self._infer, self._loss = label, module, infer, loss
+        self.optimizer = torch.optim.SGD(module.parameters(), lr=1e-4)
+        self.device = device
+
+    def infer(self, x):
+        with torch.inference_mode():
+            self._infer(x)
+
+    def train(self, x):
+        self.optimizer.zero_grad(set_to_none=True)
+        self._loss(x).backward()
+        self.optimizer.step()
+
+    def set_mode(self, mode):
+        self.module.train(mode == 'train')
+
+
+def classification_loss(forward, labels):
+    """Cross-entropy of every logits tensor the forward returns (two for distilled heads)."""
+
+    def loss(x):
+        out = forward(x)
+        return sum(F.cross_entropy(o, labels) for o in ([out] if isinstance(out, torch.Tensor) else out))
+
+    return loss
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def dense_samples(model, scope: str, batch: int, h: int, w: int, device) -> list:
+    """Data samples with image metadata and random ground truth for a segmentor or detector."""
+    from mmengine.structures import InstanceData, PixelData
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                scale_factor=(1., 1.), padding_size=[0, 0, 0, 0], img_id=0)
+    generator = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(batch):
+        if scope == 'mmseg':
+            from mmseg.structures import SegDataSample
+            sample = SegDataSample(metainfo=meta)
+            num_classes = model.decode_head.num_classes
+            sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=generator))
+        else:
+            from mmdet.structures import DetDataSample
+            from mmdet.structures.mask import BitmapMasks
+            sample = DetDataSample(metainfo=meta)
+            num_things = model.roi_head.bbox_head.num_classes if hasattr(model, 'roi_head') else 1
+            xy = torch.rand(3, 2, generator=generator) * torch.tensor([w, h]) * 0.5
+            wh = (torch.rand(3, 2, generator=generator) * 0.4 + 0.1) * torch.tensor([w, h])
+            boxes = torch.cat([xy, xy + wh], dim=1)
+            masks = torch.zeros(3, h, w, dtype=torch.uint8)
+            for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+                masks[i, y1:y2, x1:x2] = 1
+            sample.gt_instances = InstanceData(bboxes=boxes, labels=torch.randint(0, num_things, (3, ),
+                                                                                  generator=generator),
+                                               masks=BitmapMasks(masks.numpy(), h, w))
+            if hasattr(model, 'semantic_head'):
+                head = model.semantic_head
+                total = head.num_things_classes + head.num_stuff_classes
+                sample.gt_sem_seg = PixelData(sem_seg=torch.randint(0, total, (1, h, w), generator=generator))
+        samples.append(sample.to(device))
+    return samples
+
+
+def build_vitzoo(cfg, x, device):
+    """vitzoo's model with its inference and loss callables for inputs like ``x``."""
+    from vitzoo.apis.model import task_scope
+    model = build_model_from_cfg(cfg).to(device)
+    scope = task_scope(cfg)
+    if scope == 'mmpretrain':
+        num_classes = cfg.model.get('head', {}).get('num_classes', 1000)
+        labels = torch.randint(0, num_classes, (x.shape[0], ), device=device)
+        forward = (lambda inputs: model(inputs, mode='tensor'))
+        return model, forward, classification_loss(forward, labels), num_classes
+    # segmentors and detectors: the toolbox's predict (with post-processing) and loss on random targets
+    from mmengine.registry import DefaultScope
+    samples = dense_samples(model, scope, x.shape[0], x.shape[2], x.shape[3], device)
+
+    def predict(inputs):
+        with DefaultScope.overwrite_default_scope(scope):
+            return model(inputs, samples, mode='predict')
+
+    def loss(inputs):
+        with DefaultScope.overwrite_default_scope(scope):
+            return model.parse_losses(model(inputs, samples, mode='loss'))[0]
+
+    return model, predict, loss, None
+
+
+def build_timm(cfg, name, num_classes, device, shape):
+    import timm
+    kwargs = dict(num_classes=num_classes, drop_path_rate=(cfg.model.get('backbone') or {}).get('drop_path_rate', 0.))
+    if name.startswith('pit_'):
+        kwargs['img_size'] = shape  # timm's PiT position embedding has a fixed size
+    return timm.create_model(name, pretrained=False, **kwargs).to(device)
+
+
+def check_outputs(vitzoo_model, timm_model, x) -> float:
+    """max |logits difference| with timm's weights loaded into vitzoo's model."""
+    vitzoo_model.eval()
+    timm_model.eval()
+    vitzoo_model.load_state_dict(timm_model.state_dict(), strict=True)
+    with torch.inference_mode():
+        a = logits_of(vitzoo_model(x, mode='tensor')).float()
+        b = logits_of(timm_model(x)).float()
+    return (a - b).abs().max().item()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine').setLevel('WARNING')
+    pinned = _pin_malloc()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    reports = [benchmark(model, args, device, pinned) for model in args.models]
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(reports, f, indent=1)
+    sys.stdout.flush()
+
+
+def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict:
+    h, w = args.shape[0], args.shape[-1]
+    cfg, info = load_config(model_name)
+    name = info.name if info else model_name
+    torch.manual_seed(0)
+    print(f'=== {name}')
+    if str((cfg.model.get('backbone') or {}).get('type', '')).split('.')[-1] == 'PiT':
+        # the position embedding at the benchmarked size, as timm's (no interpolation per forward)
+        cfg.model.backbone.img_size = (h, w)
+    x = torch.randn(args.batch_size, 3, h, w, device=device)
+    model, forward, loss, num_classes = build_vitzoo(cfg, x, device)
+    runners = [Runner(f'vitzoo {name}', model, forward, loss, device)]
+    report = dict(model=name, batch_size=args.batch_size, shape=[h, w], device=str(device))
+    if args.compare == 'timm':
+        tname, why = timm_name(cfg)
+        if tname is None:
+            print(f'--compare timm: {why}; timing vitzoo alone')
+        else:
+            tmodel = build_timm(cfg, tname, num_classes, device, (h, w))
+            diff = check_outputs(model, tmodel, x[:1])
+            report['max_logits_difference'] = diff
+            print(f'same weights (timm {tname} loaded into vitzoo): max |logits difference| {diff:.2e}')
+            labels = torch.randint(0, num_classes, (args.batch_size, ), device=device)
+            runners.append(Runner(f'timm {tname}', tmodel, tmodel, classification_loss(tmodel, labels), device))
+
+    modes = ['infer', 'train'] if args.mode == 'both' else [args.mode]
+    threads = f'{torch.get_num_threads()} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+    print(f'batch {args.batch_size}, {h}x{w}, {device.type} ({threads}), fp32 eager; {args.warmup} warm-up, '
+          f'{args.rounds} rounds x {args.iters} iterations (models alternate), median img/s')
+    mem_label = 'peak alloc (MiB)' if device.type == 'cuda' else 'peak RSS growth (MiB)'
+    if device.type == 'cpu' and not pinned:
+        mem_label += ' [approximate: mallopt unavailable]'
+    results = []
+    for mode in modes:
+        for runner in runners:
+            runner.set_mode(mode)
+            step = getattr(runner, mode)
+            for _ in range(args.warmup):
+                step(x)
+            _sync(device)
+            with PeakMemory(device) as peak:
+                step(x)
+            runner.peak = peak.peak
+            runner.times = []
+        for _ in range(args.rounds):
+            for runner in runners:
+                step = getattr(runner, mode)
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(args.iters):
+                    step(x)
+                _sync(device)
+                runner.times.append(time.perf_counter() - start)
+        print(f'{mode}:')
+        print(f'  {"model":<52} {"img/s":>9} {mem_label:>22}')
+        row = dict(mode=mode)
+        for runner in runners:
+            throughput = statistics.median(args.batch_size * args.iters / t for t in runner.times)
+            memory = f'{runner.peak / 2**20:.1f}' if runner.peak is not None else 'n/a'
+            print(f'  {runner.label:<52} {throughput:>9.2f} {memory:>22}')
+            key = 'vitzoo' if runner is runners[0] else 'timm'
+            row[key] = dict(model=runner.label, img_per_s=throughput, peak_mem_bytes=runner.peak)
+        if len(runners) == 2:
+            ratio = row['vitzoo']['img_per_s'] / row['timm']['img_per_s']
+            row['ratio'] = ratio
+            line = f'  ratio vitzoo/timm ({mode}): {ratio:.2f}x img/s'
+            if runners[0].peak and runners[1].peak:
+                row['memory_ratio'] = runners[0].peak / runners[1].peak
+                line += f', {row["memory_ratio"]:.2f}x peak memory'
+            print(line)
+        results.append(row)
+    report['results'] = results
+    return report
+
+
+if __name__ == '__main__':
+    main()
