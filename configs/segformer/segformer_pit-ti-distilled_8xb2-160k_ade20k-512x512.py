@@ -1,0 +1,4 @@
+# PiT-Ti distilled: the backbone with its distillation token (DeiT-style ImageNet weights).
+_base_ = './segformer_pit-ti_8xb2-160k_ade20k-512x512.py'
+checkpoint = 'checkpoints/pit_ti_distill_746.pth'
+model = dict(backbone=dict(distilled=True, init_cfg=dict(checkpoint=checkpoint)))
