@@ -42,3 +42,13 @@ def trained_demo(digits_root, tmp_path_factory):
     run_tool('tools/train.py', 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py', '--work-dir', work_dir,
              '--cfg-options', *options)
     return work_dir, osp.join(work_dir, 'epoch_3.pth')
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """Building a Runner or a toolbox model sets MMEngine's global default scope; undo it per test."""
+    from mmengine.registry import DefaultScope
+    saved = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)

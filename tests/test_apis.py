@@ -227,7 +227,7 @@ def test_mmpretrain_checkpoint_layout_loads_strictly(served, cache, tmp_path):
     from mmpretrain.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         reference = MODELS.build(dict(
-            type='ImageClassifier', backbone=dict(type='PCPVT', arch='small', qkv_bias=True,  # as its configs
+            type='mmpretrain.ImageClassifier', backbone=dict(type='mmpretrain.PCPVT', arch='small', qkv_bias=True,  # as its configs
                                                   norm_after_stage=[False] * 3 + [True]),
             neck=dict(type='GlobalAveragePooling'), head=dict(type='LinearClsHead', num_classes=1000, in_channels=512)))
     reference.init_weights()

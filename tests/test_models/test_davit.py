@@ -202,7 +202,7 @@ def test_matches_mmpretrain_implementation_only_with_its_two_deviations_fixed():
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
     arch = dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8])
     mm = MMPRETRAIN_MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='DaViT', arch=arch), neck=dict(type='GlobalAveragePooling'),
+        type='mmpretrain.ImageClassifier', backbone=dict(type='mmpretrain.DaViT', arch=arch), neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=10, in_channels=128))).eval()
     mm.init_weights()
     for name, param in mm.named_parameters():  # LayerNorms start at ones/zeros: perturb them
@@ -237,7 +237,7 @@ def test_official_dense_layout_via_init_cfg(tiny, tmp_path):
              for p in ('weight', 'bias')}
     path = str(tmp_path / 'mask_rcnn_davit_tiny.pth')
     torch.save({'state_dict': {**dense, **norms, 'neck.lateral_convs.0.conv.weight': torch.zeros(1)}}, path)
-    backbone = MODELS.build(dict(type='DaViT', arch='tiny',
+    backbone = MODELS.build(dict(type='vitzoo.DaViT', arch='tiny',
                                  init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.')))
     backbone.init_weights()
     assert torch.equal(backbone.out_norms[2].weight, norms['backbone.norm2.weight'])
@@ -269,7 +269,7 @@ def test_conversion_is_idempotent_and_specific(tiny):
         for name, keys in load_json(table).items():
             if 'davit' not in name.lower():
                 assert convert_davit({k: torch.empty(0) for k in keys}) is None, name
-    twins_vitzoo = MODELS.build(dict(type='SVT', arch=dict(
+    twins_vitzoo = MODELS.build(dict(type='vitzoo.SVT', arch=dict(
         embed_dims=[8] * 4, depths=[2] * 4, num_heads=[1] * 4, mlp_ratios=[1] * 4, sr_ratios=[1] * 4,
         window_sizes=[7] * 4))).state_dict()
     assert convert_davit({f'backbone.{k}': v for k, v in twins_vitzoo.items()}) is None

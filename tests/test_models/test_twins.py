@@ -83,8 +83,8 @@ def test_matches_mmpretrain_implementation(arch_cls, mm_type):
     """mmpretrain's own Twins with its own weights == vitzoo with those weights converted (224)."""
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
     mm = MMPRETRAIN_MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type=mm_type, arch='small', norm_after_stage=[False, False, False, True], qkv_bias=True,
+        type='mmpretrain.ImageClassifier',
+        backbone=dict(type=f'mmpretrain.{mm_type}', arch='small', norm_after_stage=[False, False, False, True], qkv_bias=True,
                       norm_cfg=dict(type='LN', eps=1e-6) if mm_type == 'PCPVT' else dict(type='LN')),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=1000, in_channels=512))).eval()
@@ -202,16 +202,16 @@ def test_init_cfg_pretrained_from_foreign_layouts(tmp_path):
     ref = timm.create_model('twins_svt_small', pretrained=False)
     official = str(tmp_path / 'alt_gvt_small.pth')
     torch.save({'model': ref.state_dict()}, official)  # the official training script's layout
-    backbone = MODELS.build(dict(type='SVT', arch='small',
+    backbone = MODELS.build(dict(type='vitzoo.SVT', arch='small',
                                  init_cfg=dict(type='Pretrained', checkpoint=official, prefix='backbone.')))
     backbone.init_weights()
     assert torch.equal(backbone.stages[2].blocks[1].attn.kv.weight, ref.blocks[2][1].attn.kv.weight)
     assert torch.equal(backbone.out_norms[3].weight, ref.norm.weight)
 
-    missing = MODELS.build(dict(type='SVT', arch='small',
+    missing = MODELS.build(dict(type='vitzoo.SVT', arch='small',
                                 init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nope.pth'))))
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         missing.init_weights()
-    other_arch = MODELS.build(dict(type='SVT', arch='base', init_cfg=dict(type='Pretrained', checkpoint=official)))
+    other_arch = MODELS.build(dict(type='vitzoo.SVT', arch='base', init_cfg=dict(type='Pretrained', checkpoint=official)))
     with pytest.raises(RuntimeError, match='does not fit this backbone'):
         other_arch.init_weights()
