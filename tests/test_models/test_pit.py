@@ -205,13 +205,16 @@ def test_pyramid_feeds_segformer_and_panoptic_fpn():
     mmdet_seg_heads = pytest.importorskip('mmdet.models.seg_heads')
     backbone = PiT(arch=dict(TINY_ARCH, patch_size=14, stride=7), out_type='pyramid').eval()
     x = torch.randn(1, 3, 256, 320)
+    from mmengine.registry import DefaultScope
     with torch.no_grad():
         feats = backbone(x)
-        seg = mmseg_heads.SegformerHead(in_channels=list(backbone.out_channels), in_index=[0, 1, 2, 3],
-                                        channels=16, num_classes=5)(list(feats))
-        fpn = mmdet_necks.FPN(in_channels=list(backbone.out_channels), out_channels=16, num_outs=5)(feats)
-        panoptic = mmdet_seg_heads.PanopticFPNHead(num_things_classes=3, num_stuff_classes=2, in_channels=16,
-                                                   inner_channels=32, start_level=0, end_level=4)(fpn)
+        with DefaultScope.overwrite_default_scope('mmseg'):
+            seg = mmseg_heads.SegformerHead(in_channels=list(backbone.out_channels), in_index=[0, 1, 2, 3],
+                                            channels=16, num_classes=5)(list(feats))
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            fpn = mmdet_necks.FPN(in_channels=list(backbone.out_channels), out_channels=16, num_outs=5)(feats)
+            panoptic = mmdet_seg_heads.PanopticFPNHead(num_things_classes=3, num_stuff_classes=2, in_channels=16,
+                                                       inner_channels=32, start_level=0, end_level=4)(fpn)
     assert seg.shape == (1, 5, 64, 80)
     assert panoptic['seg_preds'].shape == (1, 3, 64, 80)
 
