@@ -101,6 +101,17 @@ def test_dist_train_and_test_on_two_cpu_processes(digits_root, tmp_path):
     test = run_tool('tools/dist_test.sh', config, osp.join(work_dir, 'epoch_1.pth'), '2', '--work-dir',
                     str(tmp_path / 'eval'), env=dict(PORT=free_port()))
     assert 0.0 <= top1(test.stdout) <= 100.0
+    assert 'terminate called' not in train.stderr + test.stderr
+
+
+def test_shutdown_distributed_destroys_the_process_group():
+    import torch.distributed as dist
+    from vitzoo.engine import shutdown_distributed
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+    assert dist.is_initialized()
+    shutdown_distributed()
+    assert not dist.is_initialized()
+    shutdown_distributed()
 
 
 @pytest.mark.parametrize('scope', ['mmpretrain', 'mmseg', 'mmdet'])

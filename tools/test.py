@@ -19,7 +19,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from vitzoo.engine import prepare_runtime
+from vitzoo.engine import prepare_runtime, shutdown_distributed
 from vitzoo.utils import resolve_checkpoint
 
 
@@ -123,6 +123,7 @@ def main():
     cfg = prepare_runtime(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     metrics = runner.test()
+    shutdown_distributed()
     if int(os.environ.get('RANK', 0)) == 0:
         for name, value in metrics.items():
             print(f'{name}: {value}')

@@ -12,7 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from vitzoo.engine import prepare_runtime
+from vitzoo.engine import prepare_runtime, shutdown_distributed
 
 
 def parse_args():
@@ -72,6 +72,7 @@ def main():
     cfg = prepare_runtime(cfg, args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

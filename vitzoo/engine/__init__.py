@@ -1,3 +1,3 @@
-from .runtime import prepare_runtime, replace_syncbn
+from .runtime import prepare_runtime, replace_syncbn, shutdown_distributed
 
-__all__ = ['prepare_runtime', 'replace_syncbn']
+__all__ = ['prepare_runtime', 'replace_syncbn', 'shutdown_distributed']

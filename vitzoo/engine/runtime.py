@@ -5,6 +5,9 @@
 * A distributed run on CPU (``--launcher pytorch`` without CUDA) initialises the gloo process
   group itself, before the Runner would call ``torch.cuda.set_device``, and wraps the model in
   DDP with ``device_ids=None`` as DDP requires for CPU modules.
+* After a run, every rank waits for the others and destroys the process group: a gloo group
+  left alive at interpreter exit can abort the process ("terminate called without an active
+  exception", pytorch/pytorch#190489), failing a run that had finished.
 """
 import os
 
@@ -42,3 +45,10 @@ def prepare_runtime(cfg: Config, launcher: str) -> Config:
             dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                                     world_size=int(os.environ['WORLD_SIZE']))
     return cfg
+
+
+def shutdown_distributed() -> None:
+    """Synchronise the ranks and destroy the default process group, if one exists."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
