@@ -16,10 +16,8 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from vitzoo.engine import prepare_runtime, shutdown_distributed
+from vitzoo.engine import build_runner, shutdown_distributed
 from vitzoo.utils import resolve_checkpoint
 
 
@@ -120,8 +118,7 @@ def merge_args(cfg: Config, args) -> Config:
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
-    cfg = prepare_runtime(cfg, args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = build_runner(cfg, args.launcher)
     metrics = runner.test()
     shutdown_distributed()
     if int(os.environ.get('RANK', 0)) == 0:

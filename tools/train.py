@@ -9,10 +9,8 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from vitzoo.engine import prepare_runtime, shutdown_distributed
+from vitzoo.engine import build_runner, shutdown_distributed
 
 
 def parse_args():
@@ -69,8 +67,7 @@ def main():
         raise SystemExit(f'{cfg.work_dir} already holds checkpoints of an earlier run '
                          f'({", ".join(osp.basename(c) for c in checkpoints[:3])}); pass --resume to continue '
                          'it, --work-dir to train elsewhere, or --overwrite to start over')
-    cfg = prepare_runtime(cfg, args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = build_runner(cfg, args.launcher)
     runner.train()
     shutdown_distributed()
 

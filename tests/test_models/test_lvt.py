@@ -19,6 +19,7 @@ from vitzoo.models import LVT, convert_state_dict, set_fused_attn
 from vitzoo.models.backbones.lvt import (ConvSelfAttention, RecursiveAtrousAttention, TokenBox, convert_lvt,
                                          sample_token_box, swap_box)
 from vitzoo.models.checkpoint import _CONVERTERS, detect_and_convert, strip_prefix
+from vitzoo.models.heads.lvt_head import ClassAttention
 from vitzoo.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -166,6 +167,22 @@ def test_rasa_matches_reference(sr_ratio):
             attn.fused_attn = fused
             ours = attn(x.reshape(2, 35, 8), (5, 7)).reshape(2, 5, 7, 8)
             assert (ours - rasa_reference(attn, x)).abs().max() < 1e-12
+
+
+def test_class_attention_matches_reference():
+    attn = ClassAttention(8, 2, qkv_bias=True).double()
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    hd = 4
+    q, kv = x[:, :1] @ attn.q.weight.T + attn.q.bias, x @ attn.kv.weight.T + attn.kv.bias
+    k, v = kv[..., :8], kv[..., 8:]
+    heads = [torch.softmax(q[..., h * hd:(h + 1) * hd] @ k[..., h * hd:(h + 1) * hd].transpose(1, 2) * hd**-0.5,
+                           dim=-1) @ v[..., h * hd:(h + 1) * hd] for h in range(2)]
+    expected = attn.proj(torch.cat(heads, dim=-1))
+    with torch.no_grad():
+        for fused in (True, False):
+            attn.fused_attn = fused
+            assert attn(x).shape == (2, 1, 8)
+            assert (attn(x) - expected).abs().max() < 1e-12
 
 
 def test_fused_and_eager_attention_agree(classifier):

@@ -21,9 +21,8 @@ import mmengine  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.evaluator import Evaluator  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-from vitzoo.engine import prepare_runtime  # noqa: E402
+from vitzoo.engine import build_runner  # noqa: E402
 from vitzoo.utils import resolve_checkpoint  # noqa: E402
 
 
@@ -50,10 +49,9 @@ def load_config(name_or_path: str) -> Config:
 def matrix_from_checkpoint(cfg: Config, checkpoint: str):
     cfg.test_evaluator = dict(type='ConfusionMatrix')
     cfg.load_from = resolve_checkpoint(checkpoint)
-    cfg = prepare_runtime(cfg, 'none')
     with tempfile.TemporaryDirectory() as tmpdir:
         cfg.work_dir = tmpdir
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg, 'none')
         classes = runner.test_loop.dataloader.dataset.metainfo.get('classes')
         matrix = runner.test()['confusion_matrix/result']
     return matrix, classes

@@ -1,3 +1,3 @@
-from .runtime import prepare_runtime, replace_syncbn, shutdown_distributed
+from .runtime import build_runner, prepare_runtime, replace_syncbn, shutdown_distributed
 
-__all__ = ['prepare_runtime', 'replace_syncbn', 'shutdown_distributed']
+__all__ = ['build_runner', 'prepare_runtime', 'replace_syncbn', 'shutdown_distributed']

@@ -14,6 +14,8 @@ import os
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 
 def replace_syncbn(node):
@@ -45,6 +47,12 @@ def prepare_runtime(cfg: Config, launcher: str) -> Config:
             dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                                     world_size=int(os.environ['WORLD_SIZE']))
     return cfg
+
+
+def build_runner(cfg: Config, launcher: str) -> Runner:
+    """The Runner of ``cfg`` (or of its ``runner_type``) after :func:`prepare_runtime`."""
+    cfg = prepare_runtime(cfg, launcher)
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
 
 
 def shutdown_distributed() -> None:

@@ -377,19 +377,20 @@ class SpatialReductionAttention(nn.Module):
             self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = norm_layer(dim)
 
-    def project_query(self, x: torch.Tensor, size: Size) -> torch.Tensor:
-        """(B, N, C) tokens -> (B, N, C) queries."""
+    def project_query(self, x: torch.Tensor, size: Optional[Size]) -> torch.Tensor:
+        """(B, N, C) tokens -> (B, Nq, C) queries (Nq = N here; subclasses may pick fewer)."""
         return self.q(x)
 
-    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: Optional[Size] = None) -> torch.Tensor:
+        """(B, N, C) tokens of a ``size`` map (needed when ``sr_ratio > 1``) -> (B, Nq, C)."""
         B, N, C = x.shape
         q = self.project_query(x, size)
-        q = q.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        q = q.reshape(B, q.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
         if self.sr_ratio > 1:
             x = self.norm(nchw_to_nlc(self.sr(nlc_to_nchw(x, size))))
         kv = self.kv(x).reshape(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)
         x = scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0., fused=self.fused_attn)
-        x = x.transpose(1, 2).reshape(B, N, C)
+        x = x.transpose(1, 2).reshape(B, -1, C)
         return self.proj_drop(self.proj(x))

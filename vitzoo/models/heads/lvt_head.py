@@ -14,35 +14,20 @@ from torch import nn
 
 from ...registry import MODELS
 from ..backbones.lvt import TokenBox, swap_box
-from ..layers import DropPath, Mlp, Size, nchw_to_nlc, scaled_dot_product_attention, use_fused_attn
+from ..layers import DropPath, Mlp, Size, SpatialReductionAttention, nchw_to_nlc
 
 
-class ClassAttention(nn.Module):
+class ClassAttention(SpatialReductionAttention):
     """The class token (query) attending to every token, itself included (keys and values)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, attn_drop: float = 0.,
                  proj_drop: float = 0.):
-        super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.fused_attn = use_fused_attn()
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        super().__init__(dim, num_heads, sr_ratio=1, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                         proj_drop=proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + N, C) tokens, class token first -> (B, 1, C) update of the class token."""
-        B, N, C = x.shape
-        kv = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        k, v = kv.unbind(0)
-        q = self.q(x[:, :1]).reshape(B, 1, self.num_heads, self.head_dim).transpose(1, 2)
-        x = scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0., fused=self.fused_attn)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, 1, C)))
+    def project_query(self, x: torch.Tensor, size: Optional[Size]) -> torch.Tensor:
+        """Only the class token, first of (B, 1 + N, C), asks: (B, 1, C) queries."""
+        return self.q(x[:, :1])
 
 
 class ClassAttentionBlock(nn.Module):
