@@ -155,6 +155,18 @@ def test_get_model_from_config_path_and_overrides():
     assert model.dataset_meta['classes'] == [str(d) for d in range(10)]
 
 
+def test_user_configs_inherit_vitzoo_configs_by_package_prefix(tmp_path):
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+    user = tmp_path / 'my_twins.py'
+    user.write_text("_base_ = 'vitzoo::twins/twins-pcpvt-small_8xb128_in1k.py'\n"
+                    "model = dict(backbone=dict(drop_path_rate=0.1))\n")
+    cfg = Config.fromfile(str(user))
+    assert cfg.model.backbone.type == 'vitzoo.PCPVT' and cfg.model.backbone.arch == 'small'
+    assert cfg.model.backbone.drop_path_rate == 0.1 and cfg.model.head.num_classes == 1000
+    assert get_config('vitzoo::twins/twins-pcpvt-small_8xb128_in1k.py').model.backbone.drop_path_rate == 0.3
+
+
 def test_distilled_names_build_without_their_teacher():
     model = vitzoo.get_model('pit-ti-distilled_3rdparty_8xb128_in1k')
     assert type(model).__name__ == 'ImageClassifier' and model.backbone.distilled
