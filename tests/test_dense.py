@@ -364,6 +364,7 @@ def test_dist_train_on_two_cpu_processes(toy_dense_root, tmp_path):
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log and re.search(r'mIoU: [\d.]+', log)
     assert osp.exists(osp.join(work_dir, 'iter_2.pth'))
+    assert 'terminate called' not in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------- learning
