@@ -8,12 +8,13 @@ and fixed by ``--seed``, so the held-out images never change. An existing, compl
 left as it is; an output directory holding anything else is refused.
 """
 import argparse
-import json
 import os
 import os.path as osp
 
 import numpy as np
 from PIL import Image
+
+from vitzoo.utils.generated import earlier_export, mark_export
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -42,16 +43,9 @@ def export(out_dir: str, size: int = 32, val_fraction: float = 0.2, seed: int = 
     """Write the dataset; returns the number of images per split."""
     from sklearn.datasets import load_digits
     settings = dict(size=size, val_fraction=val_fraction, seed=seed)
-    marker = osp.join(out_dir, 'export.json')
-    if osp.exists(marker):
-        with open(marker) as f:
-            done = json.load(f)
-        if done['settings'] != settings:
-            raise SystemExit(f'{out_dir} holds an export with other settings ({done["settings"]}); '
-                             'choose another directory')
-        return done['counts']
-    if osp.isdir(out_dir) and os.listdir(out_dir):
-        raise SystemExit(f'{out_dir} exists and is not a digits export; choose another directory')
+    counts = earlier_export(out_dir, 'export.json', settings, 'a digits export')
+    if counts is not None:
+        return counts
     digits = load_digits()
     images = (digits.images / 16.0 * 255).round().astype(np.uint8)
     train, val = split_indices(digits.target, val_fraction, seed)
@@ -71,8 +65,7 @@ def export(out_dir: str, size: int = 32, val_fraction: float = 0.2, seed: int = 
         counts[split] = len(indices)
     with open(osp.join(out_dir, 'classes.txt'), 'w') as f:
         f.write('\n'.join(CLASSES) + '\n')
-    with open(marker, 'w') as f:
-        json.dump(dict(settings=settings, counts=counts), f)
+    mark_export(out_dir, 'export.json', settings, counts)
     return counts
 
 

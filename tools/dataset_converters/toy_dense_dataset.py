@@ -36,6 +36,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image
 
+from vitzoo.utils.generated import earlier_export, mark_export
+
 # name, ADE20K id (1-based; 0 = other), COCO-panoptic category id, COCO name, isthing, RGB
 CATEGORIES = [
     ('person', 13, 1, 'person', 1, (200, 40, 40)),
@@ -167,16 +169,9 @@ def generate(out_dir: str, num_train: int = 64, num_val: int = 16, width: int = 
              seed: int = 0) -> Dict[str, int]:
     """Write the dataset under ``out_dir``; returns the number of scenes per split."""
     settings = dict(num_train=num_train, num_val=num_val, width=width, height=height, seed=seed, version=1)
-    marker = osp.join(out_dir, 'toy_dense.json')
-    if osp.exists(marker):
-        with open(marker) as f:
-            done = json.load(f)
-        if done['settings'] != settings:
-            raise SystemExit(f'{out_dir} holds a toy dataset with other settings ({done["settings"]}); '
-                             'choose another directory')
-        return done['counts']
-    if osp.isdir(out_dir) and os.listdir(out_dir):
-        raise SystemExit(f'{out_dir} exists and is not a toy dense dataset; choose another directory')
+    counts = earlier_export(out_dir, 'toy_dense.json', settings, 'a toy dense dataset')
+    if counts is not None:
+        return counts
     if min(width, height) < 64:
         raise SystemExit('--width and --height must be at least 64 (the scenes need room for their objects)')
 
@@ -200,8 +195,7 @@ def generate(out_dir: str, num_train: int = 64, num_val: int = 16, width: int = 
             json.dump(dict(info=dict(description='vitzoo toy dense dataset', settings=settings), licenses=[],
                            images=images, annotations=annotations, categories=categories), f)
         counts[coco_split] = num
-    with open(marker, 'w') as f:
-        json.dump(dict(settings=settings, counts=counts), f)
+    mark_export(out_dir, 'toy_dense.json', settings, counts)
     return counts
 
 
