@@ -1,6 +1,8 @@
-import os
+import functools
+import http.server
 import os.path as osp
 import sys
+import threading
 
 import pytest
 import torch
@@ -16,6 +18,18 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A directory served on http://127.0.0.1:<port>/ during the test: ``(root, base_url)``."""
+    root = tmp_path / 'served'
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
 
 
 @pytest.fixture(scope='session')

@@ -1,8 +1,15 @@
-"""Helpers shared by the tests: running the tools and writing tiny configs."""
+"""Helpers shared by the tests: running the tools, writing tiny configs, comparing attention paths."""
 import os
 import os.path as osp
+import socket
 import subprocess
 import sys
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from vitzoo.models import set_fused_attn
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -16,6 +23,41 @@ def run_tool(*args, timeout: int = 600, env=None, check: bool = True) -> subproc
     if check and proc.returncode != 0:
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
     return proc
+
+
+def free_port() -> str:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
+
+
+def set_mask_padding(model: nn.Module, enabled: bool) -> None:
+    """Switch padded-window masking on or off in every windowed attention of ``model``."""
+    for m in model.modules():
+        if hasattr(m, 'mask_padding'):
+            m.mask_padding = enabled
+
+
+def fused_eager_gap(model: nn.Module, x: torch.Tensor, forward: Optional[Callable] = None) -> float:
+    """Largest difference between ``forward(x)`` (default ``model(x)``) with fused and with eager attention.
+
+    The output may be a tensor or a sequence of tensors; ``model`` is left on the fused path.
+    """
+    forward = forward or model
+
+    def outputs():
+        out = forward(x)
+        return [out] if isinstance(out, torch.Tensor) else list(out)
+
+    with torch.no_grad():
+        try:
+            fused = outputs()
+            set_fused_attn(model, False)
+            eager = outputs()
+        finally:
+            set_fused_attn(model, True)
+    return max((a - b).abs().max().item() for a, b in zip(fused, eager, strict=True))
 
 
 def tiny_cls_config(base_config: str, out_dir: str, data_root: str, img_size: int = 32,

@@ -1,13 +1,10 @@
 """The model index and the Python API: list_models, get_model, inference_model; tools/test.py by name."""
-import functools
 import glob
 import hashlib
-import http.server
 import os.path as osp
 import re
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -21,18 +18,6 @@ from vitzoo.apis.model import ModelHub, NoPublicWeightsError, load_model_index
 DEMO_NAME = 'twins-pcpvt-tiny_1xb64_digits'
 BIRD = osp.join(REPO, 'demo', 'bird.JPEG')
 DIGIT = osp.join(REPO, 'demo', 'digit_3.png')
-
-
-@pytest.fixture
-def served(tmp_path):
-    """A directory served on http://127.0.0.1:<port>/ during the test, and a private download cache."""
-    root = tmp_path / 'served'
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import REPO, run_tool
+from helpers import REPO, free_port, run_tool
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
 from toy_dense_dataset import (ADE20K_CLASSES, CATEGORIES, COCO_STUFF_CLASSES, COCO_THING_CLASSES,  # noqa: E402
@@ -356,7 +356,6 @@ def test_train_and_test_tools(toy_dense_root, tmp_path, family, seg_config, pan_
 
 
 def test_dist_train_on_two_cpu_processes(toy_dense_root, tmp_path):
-    from test_tools import free_port
     config = tiny_dense_config(osp.join(SEG_DIR, 'segformer_twins-pcpvt-s_8xb2-160k_ade20k-512x512.py'),
                                str(tmp_path), toy_dense_root)
     work_dir = str(tmp_path / 'work')

@@ -1,19 +1,15 @@
 """tools/train.py, tools/test.py, the dist scripts, the converters and checkpoint downloads."""
-import functools
 import hashlib
-import http.server
 import os
 import os.path as osp
 import re
 import shutil
-import socket
-import threading
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import run_tool, tiny_cls_config
+from helpers import free_port, run_tool, tiny_cls_config
 from vitzoo.utils import download_checkpoint
 
 DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
@@ -21,25 +17,6 @@ DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
 
 def top1(output: str) -> float:
     return float(re.findall(r'accuracy/top1: ([\d.]+)', output)[-1])
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    """Serve a directory on http://127.0.0.1:<port>/ for the duration of a test."""
-    root = tmp_path / 'served'
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-
-
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return str(s.getsockname()[1])
 
 
 @pytest.fixture(scope='module')
@@ -71,12 +48,12 @@ def test_train_refuses_to_overwrite_checkpoints(trained):
     assert osp.exists(osp.join(work_dir, 'epoch_2.pth'))
 
 
-def test_test_from_path_and_url_agree(trained, http_dir, tmp_path):
+def test_test_from_path_and_url_agree(trained, served, tmp_path):
     config, work_dir, _ = trained
     local = run_tool('tools/test.py', config, osp.join(work_dir, 'epoch_2.pth'), '--work-dir', str(tmp_path / 'a'))
-    served, base_url = http_dir
+    root, base_url = served
     sha = hashlib.sha256(open(osp.join(work_dir, 'epoch_2.pth'), 'rb').read()).hexdigest()
-    shutil.copy(osp.join(work_dir, 'epoch_2.pth'), served / f'demo-{sha[:8]}.pth')
+    shutil.copy(osp.join(work_dir, 'epoch_2.pth'), root / f'demo-{sha[:8]}.pth')
     cache = tmp_path / 'cache'
     remote = run_tool('tools/test.py', config, f'{base_url}/demo-{sha[:8]}.pth', '--work-dir', str(tmp_path / 'b'),
                       '--out', str(tmp_path / 'preds.pkl'), env=dict(VITZOO_CACHE=str(cache)))
@@ -152,16 +129,16 @@ def test_twins2vitzoo_converter_tool(tmp_path):
     assert refused.returncode != 0 and 'exists' in refused.stderr
 
 
-def test_download_cache_and_hash_check(http_dir, tmp_path):
-    served, base_url = http_dir
+def test_download_cache_and_hash_check(served, tmp_path):
+    root, base_url = served
     payload = os.urandom(3000)
     sha = hashlib.sha256(payload).hexdigest()
-    (served / f'good-{sha[:8]}.pth').write_bytes(payload)
-    (served / 'bad-deadbeef.pth').write_bytes(payload)
+    (root / f'good-{sha[:8]}.pth').write_bytes(payload)
+    (root / 'bad-deadbeef.pth').write_bytes(payload)
     cache = str(tmp_path / 'cache')
     path = download_checkpoint(f'{base_url}/good-{sha[:8]}.pth', cache)
     assert open(path, 'rb').read() == payload
-    (served / f'good-{sha[:8]}.pth').unlink()  # a second call must not need the server
+    (root / f'good-{sha[:8]}.pth').unlink()  # a second call must not need the server
     assert download_checkpoint(f'{base_url}/good-{sha[:8]}.pth', cache) == path
     with pytest.raises(ValueError, match='corrupt'):
         download_checkpoint(f'{base_url}/bad-deadbeef.pth', cache)
