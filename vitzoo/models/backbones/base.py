@@ -80,6 +80,20 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, with_cp: bool = Fa
     return x
 
 
+class EmbedStage(nn.Module):
+    """A patch embedding (the stem or a downsampling layer) followed by blocks taking ``(x, size)``."""
+
+    def __init__(self, patch_embed: nn.Module, blocks: Sequence[nn.Module]):
+        super().__init__()
+        self.patch_embed = patch_embed
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, with_cp: bool = False):
+        """(B, C_in, H, W) -> (B, N, C) tokens and their grid size."""
+        x, size = self.patch_embed(x)
+        return run_blocks(self.blocks, x, size, with_cp=with_cp), size
+
+
 class VitBackbone(BaseModule):
     """Base of vitzoo backbones: stage freezing, ``norm_eval`` and pretrained loading.
 

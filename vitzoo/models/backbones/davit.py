@@ -32,7 +32,7 @@ from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
 from ..layers import (Attention, DropPath, Mlp, PatchEmbed, PosConv, Size, WindowAttention,
                       nlc_to_nchw, scaled_dot_product_attention)
-from .base import VitBackbone, build_out_norms, init_vit_weights, normalize_indices, resolve_arch, run_blocks
+from .base import EmbedStage, VitBackbone, build_out_norms, init_vit_weights, normalize_indices, resolve_arch
 
 
 class ChannelAttention(Attention):
@@ -89,19 +89,6 @@ class DaViTBlock(nn.Module):
         x = x + self.drop_path(self.attn(self.norm1(x), size))
         x = self.cpe2(x, size)
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class DaViTStage(nn.Module):
-    """Patch embedding (the stem or a downsampling layer) and alternating spatial/channel blocks."""
-
-    def __init__(self, patch_embed: PatchEmbed, blocks: Sequence[DaViTBlock]):
-        super().__init__()
-        self.patch_embed = patch_embed
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor, with_cp: bool = False):
-        x, size = self.patch_embed(x)
-        return run_blocks(self.blocks, x, size, with_cp=with_cp), size
 
 
 @MODELS.register_module()
@@ -173,7 +160,7 @@ class DaViT(VitBackbone):
                            mask_padding=mask_padding)
                 for j in range(2 * depths[i])
             ]
-            stages.append(DaViTStage(patch_embed, blocks))
+            stages.append(EmbedStage(patch_embed, blocks))
             cursor += 2 * depths[i]
         self.stages = nn.ModuleList(stages)
 

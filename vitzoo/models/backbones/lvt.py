@@ -27,7 +27,7 @@ from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
 from ..layers import (ConvMlp, DropPath, Mlp, PatchEmbed, Size, SpatialReductionAttention,
                       nchw_to_nlc, nlc_to_nchw)
-from .base import VitBackbone, init_vit_weights, normalize_indices, resolve_arch, run_blocks
+from .base import EmbedStage, VitBackbone, init_vit_weights, normalize_indices, resolve_arch, run_blocks
 
 
 class TokenBox(NamedTuple):
@@ -199,13 +199,8 @@ class LVTBlock(nn.Module):
         return x + self.drop_path(y)
 
 
-class LVTStage(nn.Module):
+class LVTStage(EmbedStage):
     """Overlapping patch embedding followed by the stage's blocks."""
-
-    def __init__(self, patch_embed: PatchEmbed, blocks: Sequence[LVTBlock]):
-        super().__init__()
-        self.patch_embed = patch_embed
-        self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor, with_cp: bool = False, mix_box: Optional[TokenBox] = None):
         """(B, C_in, H, W) -> (B, N, C) tokens and their grid size.
