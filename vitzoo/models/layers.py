@@ -7,6 +7,7 @@ reference implementation. The default comes from the environment variable
 Windowed attention is always reshaped to 4-D ``(batch * windows, heads, tokens, head_dim)``
 before the call: PyTorch's fused kernels reject 5-D inputs and silently fall back.
 """
+import functools
 import os
 from typing import Callable, Optional, Tuple
 
@@ -297,6 +298,17 @@ def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> t
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
 
+@functools.lru_cache(maxsize=16)
+def window_padding_mask(H: int, W: int, window_size: int, device: torch.device) -> torch.Tensor:
+    """Boolean (nW, 1, 1, ws*ws) key mask of an H x W map padded to whole windows, True on real tokens.
+
+    Cached: every block of a stage sees the same map size, so the mask is built once per size.
+    """
+    valid = torch.ones(1, H, W, 1, dtype=torch.bool, device=device)
+    valid = pad_to_multiple(valid, window_size, channels_last=True)
+    return window_partition(valid, window_size).reshape(-1, 1, 1, window_size * window_size)
+
+
 class WindowAttention(Attention):
     """Self-attention inside non-overlapping ``window_size`` x ``window_size`` windows.
 
@@ -325,9 +337,7 @@ class WindowAttention(Attention):
         ws = self.window_size
         if not self.mask_padding or (H % ws == 0 and W % ws == 0):
             return None
-        valid = torch.ones(1, H, W, 1, dtype=torch.bool, device=device)
-        valid = pad_to_multiple(valid, ws, channels_last=True)
-        return window_partition(valid, ws).reshape(-1, 1, 1, ws * ws)
+        return window_padding_mask(H, W, ws, device)
 
     def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
         B, N, C = x.shape
