@@ -13,20 +13,13 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(init_cfg=None),
     decode_head=dict(num_classes=len(metainfo['classes'])))
+# The base pipelines at the toy scale: resize around 384x96, 64x64 crops, no test-time resize.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(384, 96), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
+    dict(step, scale=(384, 96)) if step['type'] == 'RandomResize' else
+    dict(step, crop_size=crop_size) if step['type'] == 'RandomCrop' else step
+    for step in _base_.train_pipeline
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
+test_pipeline = [step for step in _base_.test_pipeline if step['type'] != 'Resize']
 train_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
                         dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(num_workers=0, persistent_workers=False,
