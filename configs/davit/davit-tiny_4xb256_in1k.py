@@ -11,12 +11,7 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 train_dataloader = dict(batch_size=256)
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=235, edge='short', backend='pillow', interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
+test_pipeline = [dict(step, scale=235) if step['type'] == 'ResizeEdge' else step for step in _base_.test_pipeline]
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 optim_wrapper = dict(clip_grad=dict(max_norm=1.0))

@@ -44,12 +44,7 @@ model = dict(
 )
 
 train_dataloader = dict(batch_size=128)
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=233, edge='short', backend='pillow', interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
+test_pipeline = [dict(step, scale=233) if step['type'] == 'ResizeEdge' else step for step in _base_.test_pipeline]
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 

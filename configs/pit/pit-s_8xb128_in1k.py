@@ -13,12 +13,7 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 train_dataloader = dict(batch_size=128, sampler=dict(type='RepeatAugSampler', num_repeats=3))
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=248, edge='short', backend='pillow', interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
+test_pipeline = [dict(step, scale=248) if step['type'] == 'ResizeEdge' else step for step in _base_.test_pipeline]
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 optim_wrapper = dict(
