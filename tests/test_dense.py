@@ -211,7 +211,7 @@ def test_config_builds_and_channels_match(config):
 
 
 def test_published_lvt_setups():
-    """SegFormer-LVT and Panoptic FPN-LVT as published (architectures.md 4.5)."""
+    """SegFormer-LVT and Panoptic FPN-LVT as published in LVT's dense-prediction configs."""
     seg = Config.fromfile(osp.join(SEG_DIR, 'segformer_lvt_8xb2-160k_ade20k-512x512.py'))
     assert seg.model.decode_head.channels == 256 and seg.model.decode_head.norm_cfg.type == 'SyncBN'
     assert seg.optim_wrapper.optimizer.lr == 6e-5 and seg.optim_wrapper.optimizer.weight_decay == 0.01

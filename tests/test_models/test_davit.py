@@ -20,8 +20,7 @@ from vitzoo.registry import MODELS
 timm = pytest.importorskip('timm')
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-KEYS = '/work/shared/reference/keys' if osp.isdir('/work/shared/reference/keys') else osp.join(
-    REPO, '..', 'shared', 'reference', 'keys')
+KEYS = osp.join(REPO, 'tests', 'data', 'keys')
 CONFIG = osp.join(REPO, 'configs', 'davit', 'davit-{}_4xb256_in1k.py')
 
 # (arch, params in M with the 1000-class head: the official/seed table)
@@ -30,7 +29,7 @@ MMPRETRAIN_KEY = {'tiny': 'davit-tiny', 'small': 'davit-small', 'base': 'davit-b
 SMALL_ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 4])
 
 # mmpretrain's davit_to_mmpretrain.py renaming (official -> mmpretrain), written out independently
-# of vitzoo's converter from architectures.md 2.3.
+# of vitzoo's converter.
 OFFICIAL_TO_MMPRETRAIN = [
     (r'^patch_embeds\.0\.proj\.', 'backbone.patch_embed.projection.'),
     (r'^patch_embeds\.0\.norm\.', 'backbone.patch_embed.norm.'),

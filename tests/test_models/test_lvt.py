@@ -23,8 +23,7 @@ from vitzoo.models.heads.lvt_head import ClassAttention
 from vitzoo.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-KEYS = '/work/shared/reference/keys' if osp.isdir('/work/shared/reference/keys') else osp.join(
-    REPO, '..', 'shared', 'reference', 'keys')
+KEYS = osp.join(REPO, 'tests', 'data', 'keys')
 CONFIG = osp.join(REPO, 'configs', 'lvt', 'lvt_8xb128_in1k.py')
 MODEL = dict(type='vitzoo.LVTClassifier', backbone=dict(type='vitzoo.LVT', out_indices=(3, )),
              head=dict(type='vitzoo.LVTClsHead', num_classes=1000))

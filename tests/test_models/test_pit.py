@@ -20,8 +20,7 @@ from vitzoo.registry import MODELS
 
 timm = pytest.importorskip('timm')
 
-KEYS = '/work/shared/reference/keys' if osp.isdir('/work/shared/reference/keys') else osp.join(
-    REPO, '..', 'shared', 'reference', 'keys')
+KEYS = osp.join(REPO, 'tests', 'data', 'keys')
 # timm name -> (arch, distilled, exact parameter count of the official model incl. head)
 VARIANTS = {
     'pit_ti_224': ('ti', False, 4_847_272),

@@ -11,8 +11,7 @@ from vitzoo.models import PCPVT, SVT, convert_state_dict
 from vitzoo.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-KEYS = '/work/shared/reference/keys' if osp.isdir('/work/shared/reference/keys') else osp.join(
-    REPO, '..', 'shared', 'reference', 'keys')
+KEYS = osp.join(REPO, 'tests', 'data', 'keys')
 
 # (config, timm name, mmpretrain zoo key, params in M with the 1000-class head: the seed table)
 VARIANTS = [
