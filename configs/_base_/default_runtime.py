@@ -6,7 +6,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # vitzoo's: atomic writes (a SIGKILL never costs the last checkpoint) and exact resume.
+    checkpoint=dict(type='vitzoo.CheckpointHook', interval=1, max_keep_ckpts=3),
+    # A NaN/Inf loss stops the run before it is applied; action='skip' skips such steps instead.
+    non_finite_loss=dict(type='vitzoo.NonFiniteLossHook', action='stop'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
 )

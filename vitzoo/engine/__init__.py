@@ -1,3 +1,5 @@
+from .hooks import CheckpointHook, NonFiniteLossError, NonFiniteLossHook
 from .runtime import build_runner, prepare_runtime, replace_syncbn, shutdown_distributed
 
-__all__ = ['build_runner', 'prepare_runtime', 'replace_syncbn', 'shutdown_distributed']
+__all__ = ['CheckpointHook', 'NonFiniteLossError', 'NonFiniteLossHook', 'build_runner', 'prepare_runtime',
+           'replace_syncbn', 'shutdown_distributed']
