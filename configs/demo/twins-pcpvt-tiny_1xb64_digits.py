@@ -36,7 +36,8 @@ train_pipeline = [
     dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.75, 1.0), aspect_ratio_range=(0.8, 1.25)),
     dict(type='PackInputs'),
 ]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+# Resized like the training crops, so that an odd-sized image cannot pad (and spoil) its whole batch.
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(32, 32)), dict(type='PackInputs')]
 train_dataloader = dict(
     batch_size=64,
     num_workers=2,
