@@ -1,4 +1,4 @@
-"""tools/train.py, tools/test.py, the dist scripts, the converters and checkpoint downloads."""
+"""tools/train.py, tools/test.py, the dist scripts and the converters (downloads: test_reliability.py)."""
 import hashlib
 import os
 import os.path as osp
@@ -10,7 +10,6 @@ import torch
 from mmengine.config import Config
 
 from helpers import free_port, run_tool, tiny_cls_config
-from vitzoo.utils import download_checkpoint
 
 DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
 
@@ -127,24 +126,6 @@ def test_twins2vitzoo_converter_tool(tmp_path):
     assert 'already converted' in again.stdout
     refused = run_tool('tools/model_converters/twins2vitzoo.py', str(src), str(dst), check=False)
     assert refused.returncode != 0 and 'exists' in refused.stderr
-
-
-def test_download_cache_and_hash_check(served, tmp_path):
-    root, base_url = served
-    payload = os.urandom(3000)
-    sha = hashlib.sha256(payload).hexdigest()
-    (root / f'good-{sha[:8]}.pth').write_bytes(payload)
-    (root / 'bad-deadbeef.pth').write_bytes(payload)
-    cache = str(tmp_path / 'cache')
-    path = download_checkpoint(f'{base_url}/good-{sha[:8]}.pth', cache)
-    assert open(path, 'rb').read() == payload
-    (root / f'good-{sha[:8]}.pth').unlink()  # a second call must not need the server
-    assert download_checkpoint(f'{base_url}/good-{sha[:8]}.pth', cache) == path
-    with pytest.raises(ValueError, match='corrupt'):
-        download_checkpoint(f'{base_url}/bad-deadbeef.pth', cache)
-    assert not osp.exists(osp.join(cache, 'bad-deadbeef.pth'))
-    with pytest.raises(ConnectionError, match='cannot download'):
-        download_checkpoint(f'http://127.0.0.1:{free_port()}/missing.pth', cache)
 
 
 def test_cpu_runtime_replaces_syncbn():
