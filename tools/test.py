@@ -1,12 +1,14 @@
 """Evaluate a checkpoint with a config of any task (mmpretrain, mmseg or mmdet, by its default_scope).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl] [--show-dir DIR] [--tta]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl] [--show-dir DIR] [--tta] [--partial]
                                            [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
     python tools/test.py MODEL_NAME [CHECKPOINT] [...]
 
 CHECKPOINT is a local path or an http(s) URL (downloaded once into ~/.cache/vitzoo/checkpoints,
 resumable, checked against the hash in its file name). Official, timm and mmpretrain checkpoints
-of the vitzoo classifiers load directly: they are converted as they load.
+of the vitzoo classifiers load directly: they are converted as they load. The checkpoint must fit
+the model exactly (every tensor present with its shape, none left over), or the run stops before
+evaluating, naming the differences; ``--partial`` loads only what fits and logs what was left out.
 
 A model name of the index (``python -c "import vitzoo; print(vitzoo.list_models())"``) stands for
 its config; without CHECKPOINT its released weights are used.
@@ -30,6 +32,9 @@ def parse_args():
     parser.add_argument('--out', help='dump the predictions to this pickle file (.pkl)')
     parser.add_argument('--show-dir', help='save visualised predictions into this directory')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--partial', action='store_true',
+                        help='load only the checkpoint tensors that fit the model (the log counts the rest) '
+                        'instead of stopping on the first difference')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. test_dataloader.batch_size=32')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -99,6 +104,7 @@ def merge_args(cfg: Config, args) -> Config:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', getattr(args, 'model_name', None) or osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = resolve_checkpoint(args.checkpoint)
+    cfg.load_partial = args.partial
     if args.show_dir and args.tta and scope == 'mmpretrain':
         raise ValueError('--show-dir cannot be combined with --tta for classification: mmpretrain\'s '
                          'visualisation hook draws one image per sample, TTA feeds several')

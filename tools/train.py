@@ -1,7 +1,11 @@
 """Train a model from a config of any task (mmpretrain, mmseg or mmdet, by its default_scope).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp] [--auto-scale-lr]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--partial] [--amp] [--auto-scale-lr]
                                  [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Checkpoints load strictly: ``load_from`` and ``--resume`` stop the run before training when the
+checkpoint does not fit the model; ``--partial`` loads only the tensors of ``load_from`` that fit
+(fine-tuning from another head, say) and logs what was left at its initial values.
 """
 import argparse
 import glob
@@ -20,6 +24,8 @@ def parse_args():
                         '(default: ./work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from PATH, or without PATH from the latest checkpoint in the work dir')
+    parser.add_argument('--partial', action='store_true',
+                        help='load only the tensors of load_from that fit the model (the log counts the rest)')
     parser.add_argument('--overwrite', action='store_true',
                         help='start over in a work dir that already holds checkpoints of an earlier run')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
@@ -32,6 +38,8 @@ def parse_args():
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    if args.partial and args.resume is not None:
+        parser.error('--partial applies to load_from; a resumed run (--resume) must match its checkpoint')
     return args
 
 
@@ -50,6 +58,8 @@ def merge_args(cfg: Config, args) -> Config:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError(f'--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in {args.config}')
         cfg.auto_scale_lr.enable = True
+    if args.partial:
+        cfg.load_partial = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:

@@ -125,11 +125,20 @@ class ModelHub:
         cls._ensure_default()
         info = cls._models.get(name.lower())
         if info is None:
-            close = difflib.get_close_matches(name.lower(), list(cls._models), n=3, cutoff=0.6)
-            hint = f' Did you mean {", ".join(repr(cls._models[c].name) for c in close)}?' if close else ''
+            close = cls.close_names(name)
+            hint = f' Did you mean {", ".join(repr(c) for c in close)}?' if close else ''
             raise ValueError(f'no model named {name!r} in the vitzoo model index.{hint} '
                              'vitzoo.list_models() lists them all.')
         return copy.deepcopy(info)
+
+    @classmethod
+    def close_names(cls, name: str, limit: int = 3) -> List[str]:
+        """Names of the index that start with ``name`` (a variant without its suffix), else similar ones."""
+        cls._ensure_default()
+        key = name.lower()
+        keys = sorted(k for k in cls._models if k.startswith(key))
+        keys += [k for k in difflib.get_close_matches(key, list(cls._models), n=limit, cutoff=0.6) if k not in keys]
+        return [cls._models[k].name for k in keys[:limit]]
 
     @classmethod
     def has(cls, name: str) -> bool:
@@ -291,7 +300,10 @@ def get_model(model,
         device: move the model there (default: stay on CPU).
         url_mapping: ``(regex, replacement)`` applied to a weights URL, e.g. to use a mirror or a
             local directory: ``('https://download.openmmlab.com/', 'http://mirror/')``.
-        strict: load the checkpoint strictly (every key must match).
+        strict: load the checkpoint strictly: every tensor of the model must come from the
+            checkpoint with its shape and every checkpoint tensor must be used, or a
+            :class:`~vitzoo.models.checkpoint.CheckpointMismatchError` names the file, its
+            layout and the differing keys. ``False`` loads what fits and logs what was left out.
         **kwargs: overrides merged into the config's ``model``.
 
     Returns:
@@ -299,9 +311,10 @@ def get_model(model,
         ``_dataset_meta`` (class names from the checkpoint or the config's dataset) and
         ``_metainfo`` (the index entry or None).
 
-    Example:
-        >>> import vitzoo
-        >>> model = vitzoo.get_model('twins-pcpvt-small_3rdparty_8xb128_in1k', pretrained=True)
+    Example (downloads the released weights once)::
+
+        import vitzoo
+        model = vitzoo.get_model('twins-pcpvt-small_3rdparty_8xb128_in1k', pretrained=True)
     """
     cfg, info = load_config(model)
     if kwargs:
@@ -325,9 +338,9 @@ def get_model(model,
     net = build_model_from_cfg(cfg)
     dataset_meta = {}
     if checkpoint_path is not None:
-        from mmengine.runner import load_checkpoint
-        checkpoint = load_checkpoint(net, checkpoint_path, map_location='cpu', strict=strict,
-                                     logger='silent')
+        from ..models.checkpoint import load_checkpoint_to_model
+        checkpoint, _ = load_checkpoint_to_model(net, checkpoint_path, strict=strict,
+                                                 hint='Pass strict=False to load only the tensors that fit.')
         meta = checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
         if meta.get('dataset_meta'):
             dataset_meta = dict(meta['dataset_meta'])

@@ -8,14 +8,22 @@
 * After a run, every rank waits for the others and destroys the process group: a gloo group
   left alive at interpreter exit can abort the process ("terminate called without an active
   exception", pytorch/pytorch#190489), failing a run that had finished.
+* The Runner loads ``load_from`` and ``--resume`` checkpoints strictly, through vitzoo's loader
+  (:mod:`vitzoo.models.checkpoint`): every layout vitzoo converts, and a checkpoint that does not
+  fit the model stops the run before any work, naming the file, its layout and the differing
+  keys. ``load_partial = True`` in the config (``--partial`` of the tools) loads only what fits
+  from ``load_from`` and logs what was left out; a resumed run always matches its checkpoint.
 """
 import os
+from typing import Type
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from ..models.checkpoint import convert_with_layout, load_fitted, read_checkpoint, unwrap_model, unwrap_state_dict
 
 
 def replace_syncbn(node):
@@ -49,10 +57,60 @@ def prepare_runtime(cfg: Config, launcher: str) -> Config:
     return cfg
 
 
+class StrictCheckpointLoading:
+    """Runner methods loading ``load_from`` / ``resume`` checkpoints through vitzoo's strict loader.
+
+    Mixed into MMEngine's Runner (or a config's ``runner_type``) by :func:`build_runner`. The
+    ``after_load_checkpoint`` hooks see the checkpoint before it loads, as with MMEngine's Runner.
+    """
+
+    _resuming = False
+
+    def load_checkpoint(self, filename: str, map_location='cpu', strict=None, revise_keys=None):
+        partial = bool(self.cfg.get('load_partial', False))
+        checkpoint = read_checkpoint(filename, map_location)
+        if self._resuming and not (isinstance(checkpoint, dict) and isinstance(checkpoint.get('meta'), dict)
+                                   and 'epoch' in checkpoint['meta']):
+            raise ValueError(f'cannot resume from {filename}: it holds weights only, not a training state '
+                             '(meta, optimizer) written by tools/train.py; start from its weights with '
+                             f'--cfg-options load_from={filename} instead of --resume')
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        layout, state_dict = convert_with_layout(unwrap_state_dict(checkpoint, filename))
+        hint = ('A resumed run must match its checkpoint: resume with the config that wrote it.' if self._resuming
+                else 'Pass --partial to tools/train.py or tools/test.py (load_partial = True in the config) '
+                'to load only the tensors that fit.')
+        load_fitted(unwrap_model(self.model), state_dict, filename, layout, strict=not partial if strict is None
+                    else strict, hint=hint)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
+
+    def resume(self, filename: str, *args, **kwargs) -> None:
+        if self.cfg.get('load_partial', False):
+            raise ValueError('load_partial (--partial) applies to load_from: a resumed run must match its '
+                             f'checkpoint ({filename}) exactly')
+        self._resuming = True
+        try:
+            super().resume(filename, *args, **kwargs)
+        finally:
+            self._resuming = False
+
+
+def strict_runner_class(runner_class: Type[Runner]) -> Type[Runner]:
+    """``runner_class`` with :class:`StrictCheckpointLoading` mixed in."""
+    if issubclass(runner_class, StrictCheckpointLoading):
+        return runner_class
+    return type(f'Strict{runner_class.__name__}', (StrictCheckpointLoading, runner_class), {})
+
+
 def build_runner(cfg: Config, launcher: str) -> Runner:
-    """The Runner of ``cfg`` (or of its ``runner_type``) after :func:`prepare_runtime`."""
+    """The Runner of ``cfg`` (or of its ``runner_type``), loading checkpoints strictly, after
+    :func:`prepare_runtime`."""
     cfg = prepare_runtime(cfg, launcher)
-    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner_class = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg else Runner
+    if runner_class is None:
+        raise ValueError(f'runner_type {cfg.runner_type!r} is not a registered Runner')
+    return strict_runner_class(runner_class).from_cfg(cfg)
 
 
 def shutdown_distributed() -> None:
