@@ -3,7 +3,9 @@
 # + 0.5 * CE(distillation head, argmax of the teacher), teacher and student seeing the same mixed
 # batch; prediction averages the two heads. The teacher is DeiT's RegNetY-16GF with the weights
 # DeiT published, run by mmpretrain's TimmClassifier (needs timm). The PiT authors state only
-# that they used DeiT's distillation; the teacher follows DeiT.
+# that they used DeiT's distillation; the teacher follows DeiT. It is built, and its 300 MB weights
+# fetched, at the first training iteration: building this config, testing, inference and FLOPs
+# counting never touch it.
 _base_ = './pit-s_8xb128_in1k.py'
 model = dict(
     type='vitzoo.DistillationClassifier',
