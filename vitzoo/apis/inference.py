@@ -1,15 +1,17 @@
 """``inference_model``: one image in, the documented prediction dict out, for every task."""
 import copy
+import os
 from typing import List, Sequence, Union
 
 import numpy as np
 import torch
 
+from ..datasets.transforms import read_image
 from .model import get_model, task_scope
 
 __all__ = ['inference_model', 'model_task']
 
-ImageType = Union[str, np.ndarray]
+ImageType = Union[str, os.PathLike, np.ndarray]
 
 _PANOPTIC_HEADS = ('PanopticFPN', 'MaskFormer', 'Mask2Former', 'TwoStagePanopticSegmentor')
 
@@ -34,8 +36,8 @@ def inference_model(model, image: Union[ImageType, Sequence[ImageType]], pretrai
     Args:
         model: a model from :func:`vitzoo.get_model`, or a model name / config path /
             ``Config``, built here with ``pretrained`` (``True``: the index's weights).
-        image: an image path or an HxWx3 BGR ``uint8`` array (as ``mmcv.imread`` returns), or a
-            list of them (then a list of dicts comes back).
+        image: an image path (``str`` or ``pathlib.Path``) or an HxWx3 BGR ``uint8`` array (as
+            ``mmcv.imread`` returns), or a list of them (then a list of dicts comes back).
         pretrained, device: passed to :func:`vitzoo.get_model` when ``model`` is not built yet.
 
     Returns:
@@ -53,17 +55,21 @@ def inference_model(model, image: Union[ImageType, Sequence[ImageType]], pretrai
 
         Detection: ``bboxes`` (Nx4 xyxy), ``scores``, ``labels`` and ``classes``.
 
-    Example:
-        >>> import vitzoo
-        >>> result = vitzoo.inference_model('twins-pcpvt-small_3rdparty_8xb128_in1k', 'demo/bird.JPEG')
-        >>> print(result['pred_class'], result['pred_score'])
+    Example (downloads the released weights once)::
+
+        import vitzoo
+        result = vitzoo.inference_model('twins-pcpvt-small_3rdparty_8xb128_in1k', 'demo/bird.JPEG')
+        print(result['pred_class'], result['pred_score'])
     """
     if not isinstance(model, torch.nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)
     if not hasattr(model, 'cfg'):
         raise TypeError('inference_model needs a model built by vitzoo.get_model (it reads model.cfg)')
     batch = isinstance(image, (list, tuple))
-    images = list(image) if batch else [image]
+    images = [os.fspath(i) if isinstance(i, os.PathLike) else i for i in (image if batch else [image])]
+    for i in images:
+        if not isinstance(i, (str, np.ndarray)):
+            raise TypeError(f'inference_model takes image paths or HxWx3 arrays, got {type(i).__name__}')
     task = model_task(model)
     results = _classify(model, images) if task == 'classification' else _dense(model, images, task)
     return results if batch else results[0]
@@ -71,7 +77,6 @@ def inference_model(model, image: Union[ImageType, Sequence[ImageType]], pretrai
 
 def _classify(model, images: List[ImageType]) -> List[dict]:
     """mmpretrain's test pipeline of the config (image loading aside), then ``test_step``."""
-    import mmcv
     from mmengine.dataset import Compose, default_collate
     from mmengine.registry import DefaultScope
     cfg = model.cfg
@@ -82,9 +87,7 @@ def _classify(model, images: List[ImageType]) -> List[dict]:
     classes = (getattr(model, 'dataset_meta', None) or {}).get('classes')
     out = []
     for image in images:
-        img = mmcv.imread(image) if isinstance(image, str) else image
-        if img is None:
-            raise ValueError(f'cannot read the image {image!r}')
+        img = read_image(image) if isinstance(image, str) else image
         data = pipeline(dict(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2]))
         with torch.no_grad():
             sample = model.test_step(default_collate([data]))[0]

@@ -1,0 +1,3 @@
+from .transforms import LoadImageFromFile, UnreadableImageError, read_image
+
+__all__ = ['LoadImageFromFile', 'UnreadableImageError', 'read_image']
