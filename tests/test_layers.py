@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from helpers import randomize_, window_attention_reference
 from vitzoo.models.layers import (Attention, DropPath, PosConv, WindowAttention, scaled_dot_product_attention,
                                   window_partition, window_reverse)
 
@@ -28,8 +29,31 @@ def test_window_partition_roundtrip():
     assert torch.equal(window_reverse(windows, 7, 14, 21), x)
 
 
+# (map size, what is padded) with 7x7 windows: one-sided padding is where the official
+# segmentation code's mask (``mask[:, -pad_b:, :]``, everything when pad_b == 0) goes wrong.
+PADDINGS = [((14, 10), 'right only'), ((10, 14), 'bottom only'), ((9, 12), 'both'), ((14, 7), 'none'),
+            ((5, 6), 'one window')]
+
+
+@pytest.mark.parametrize('fused', [True, False], ids=['fused', 'eager'])
+@pytest.mark.parametrize('mask_padding', [False, True], ids=['zero_padding', 'mask_padding'])
+@pytest.mark.parametrize('size,padded', PADDINGS, ids=[p[1] for p in PADDINGS])
+def test_window_attention_matches_written_out_reference(size, padded, mask_padding, fused):
+    attn = randomize_(WindowAttention(16, 2, window_size=7, mask_padding=mask_padding)).eval()
+    attn.fused_attn = fused
+    x = torch.randn(2, size[0] * size[1], 16)
+    with torch.no_grad():
+        ours = attn(x, size)
+        assert (ours - window_attention_reference(attn, x, size, mask_padding)).abs().max() <= 1e-6
+        other = window_attention_reference(attn, x, size, not mask_padding)
+    if padded == 'none':  # nothing to mask: both settings are the same attention
+        assert (ours - other).abs().max() <= 1e-6
+    else:
+        assert (ours - other).abs().max() > 1e-3
+
+
 def test_window_attention_masked_padding_equals_attention_on_real_tokens():
-    attn = WindowAttention(16, 2, window_size=7, mask_padding=True).eval()
+    attn = randomize_(WindowAttention(16, 2, window_size=7, mask_padding=True)).eval()
     plain = Attention(16, 2).eval()
     plain.load_state_dict(attn.state_dict())
     x = torch.randn(1, 5 * 6, 16)  # a 5x6 map: one window, 19 padded positions
@@ -40,7 +64,7 @@ def test_window_attention_masked_padding_equals_attention_on_real_tokens():
 
 
 def test_window_attention_without_padding_is_per_window_attention():
-    attn = WindowAttention(8, 2, window_size=2).eval()
+    attn = randomize_(WindowAttention(8, 2, window_size=2)).eval()
     x = torch.randn(1, 4 * 4, 8)
     with torch.no_grad():
         out = attn(x, (4, 4)).view(1, 4, 4, 8)
@@ -58,8 +82,9 @@ def test_drop_path_scales_kept_samples():
 
 
 def test_pos_conv_is_residual_depthwise_conv():
-    layer = PosConv(4)
-    torch.nn.init.zeros_(layer.proj.weight)
-    torch.nn.init.zeros_(layer.proj.bias)
+    layer = randomize_(PosConv(4))
     x = torch.randn(2, 12, 4)
-    assert torch.equal(layer(x, (3, 4)), x)
+    grid = x.transpose(1, 2).reshape(2, 4, 3, 4)
+    expected = grid + torch.nn.functional.conv2d(grid, layer.proj.weight, layer.proj.bias, padding=1, groups=4)
+    with torch.no_grad():
+        assert torch.allclose(layer(x, (3, 4)), expected.flatten(2).transpose(1, 2), atol=1e-6)
