@@ -1,6 +1,7 @@
-"""DaViT: parameter counts, parity with timm (= the official network), checkpoint layouts, the backbone contract."""
+"""DaViT: parameter counts, parity with timm (= the official network) with every parameter randomised,
+every tensor of the official, timm and mmpretrain layouts against written-out key maps, padded-window
+masking against a written-out reference, the backbone contract."""
 import copy
-import json
 import os.path as osp
 import re
 import runpy
@@ -11,16 +12,17 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from helpers import fused_eager_gap, run_tool, set_mask_padding, tiny_cls_config
+from helpers import (assert_holds_every_tensor, assert_outputs_close, build_uninitialised, fused_eager_gap,
+                     key_table, randomize_, run_tool, set_mask_padding, tiny_cls_config, window_attention_reference)
 from vitzoo.models import DaViT, convert_state_dict
 from vitzoo.models.backbones.davit import convert_davit
 from vitzoo.models.checkpoint import _CONVERTERS, detect_and_convert, strip_prefix
+from vitzoo.models.layers import WindowAttention
 from vitzoo.registry import MODELS
 
 timm = pytest.importorskip('timm')
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-KEYS = osp.join(REPO, 'tests', 'data', 'keys')
 CONFIG = osp.join(REPO, 'configs', 'davit', 'davit-{}_4xb256_in1k.py')
 
 # (arch, params in M with the 1000-class head: the official/seed table)
@@ -47,10 +49,54 @@ OFFICIAL_TO_MMPRETRAIN = [
 ]
 
 
-def load_json(name: str) -> dict:
-    with open(osp.join(KEYS, name)) as f:
-        return json.load(f)
 
+def block(stage, pair, kind) -> str:
+    """vitzoo's flat block list: pair ``k`` of a stage is blocks ``2k`` (spatial) and ``2k + 1`` (channel)."""
+    return f'backbone.stages.{stage}.blocks.{2 * int(pair) + (kind in ("1", "channel"))}'
+
+
+# Foreign layouts -> vitzoo's classifier, written out from the key lists (tests/data/keys).
+BLOCK_PARTS = r'(cpe1\.proj|cpe2\.proj|norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)'
+OFFICIAL_TO_VITZOO = [
+    (r'patch_embeds\.(\d)\.(proj|norm)\.(weight|bias)', r'backbone.stages.\1.patch_embed.\2.\3'),
+    (r'main_blocks\.(\d)\.(\d+)\.([01])\.cpe\.([01])\.proj\.(weight|bias)',
+     lambda m: f'{block(m[1], m[2], m[3])}.cpe{int(m[4]) + 1}.proj.{m[5]}'),
+    (r'main_blocks\.(\d)\.(\d+)\.([01])\.' + BLOCK_PARTS, lambda m: f'{block(m[1], m[2], m[3])}.{m[4]}.{m[5]}'),
+    (r'norms\.(weight|bias)', r'head.norm.\1'),
+    (r'head\.(weight|bias)', r'head.fc.\1'),
+]
+# The official dense backbone (detection/segmentation checkpoints): ``backbone.`` and one norm per output.
+OFFICIAL_DENSE_TO_VITZOO = [
+    (r'backbone\.' + pattern, repl) for pattern, repl in OFFICIAL_TO_VITZOO[:3]] + [
+    (r'backbone\.norm(\d)\.(weight|bias)', r'backbone.out_norms.\1.\2'),
+]
+TIMM_TO_VITZOO = [
+    (r'stem\.conv\.(weight|bias)', r'backbone.stages.0.patch_embed.proj.\1'),
+    (r'stem\.norm\.(weight|bias)', r'backbone.stages.0.patch_embed.norm.\1'),
+    (r'stages\.(\d)\.downsample\.conv\.(weight|bias)', r'backbone.stages.\1.patch_embed.proj.\2'),
+    (r'stages\.(\d)\.downsample\.norm\.(weight|bias)', r'backbone.stages.\1.patch_embed.norm.\2'),
+    (r'stages\.(\d)\.blocks\.(\d+)\.([01])\.' + BLOCK_PARTS, lambda m: f'{block(m[1], m[2], m[3])}.{m[4]}.{m[5]}'),
+    (r'head\.(norm|fc)\.(weight|bias)', r'head.\1.\2'),
+]
+MM_BLOCK = r'backbone\.stages\.(\d)\.blocks\.(\d+)\.(spatial|channel)_block\.'
+MMPRETRAIN_TO_VITZOO = [
+    (r'backbone\.patch_embed\.projection\.(weight|bias)', r'backbone.stages.0.patch_embed.proj.\1'),
+    (r'backbone\.patch_embed\.norm\.(weight|bias)', r'backbone.stages.0.patch_embed.norm.\1'),
+    (r'backbone\.stages\.(\d)\.downsample\.projection\.(weight|bias)',
+     lambda m: f'backbone.stages.{int(m[1]) + 1}.patch_embed.proj.{m[2]}'),
+    (r'backbone\.stages\.(\d)\.downsample\.norm\.(weight|bias)',
+     lambda m: f'backbone.stages.{int(m[1]) + 1}.patch_embed.norm.{m[2]}'),
+    (MM_BLOCK + r'(cpe1\.proj|cpe2\.proj|norm1|norm2)\.(weight|bias)', lambda m: f'{block(*m.groups()[:3])}.{m[4]}.{m[5]}'),
+    (MM_BLOCK + r'attn\.(?:w_msa\.)?(qkv|proj)\.(weight|bias)', lambda m: f'{block(*m.groups()[:3])}.attn.{m[4]}.{m[5]}'),
+    (MM_BLOCK + r'ffn\.layers\.0\.0\.(weight|bias)', lambda m: f'{block(*m.groups()[:3])}.mlp.fc1.{m[4]}'),
+    (MM_BLOCK + r'ffn\.layers\.1\.(weight|bias)', lambda m: f'{block(*m.groups()[:3])}.mlp.fc2.{m[4]}'),
+    (r'backbone\.norm3\.(weight|bias)', r'head.norm.\1'),  # the zoo classifiers: the official head norm
+    (r'head\.fc\.(weight|bias)', r'head.fc.\1'),
+]
+# mmpretrain backbones with more outputs hold one norm per output instead.
+MMPRETRAIN_DENSE_TO_VITZOO = MMPRETRAIN_TO_VITZOO[:8] + [
+    (r'backbone\.norm(\d)\.(weight|bias)', r'backbone.out_norms.\1.\2'),
+]
 
 def build_classifier(arch: str, registry=MODELS):
     cfg = Config.fromfile(CONFIG.format(arch))
@@ -59,7 +105,7 @@ def build_classifier(arch: str, registry=MODELS):
 
 def official_state_dict(arch: str, ref) -> dict:
     """timm's weights under the official key names (the key list dumped from the official code)."""
-    official_keys = load_json('official_state_dict_keys.json')[f'davit_official.DaViT_{arch}']
+    official_keys = key_table('official_state_dict_keys')[f'davit_official.DaViT_{arch}']
     to_timm = timm.models.davit.checkpoint_filter_fn({k: k for k in official_keys}, ref)
     timm_sd = ref.state_dict()
     assert set(to_timm) == set(timm_sd)
@@ -78,37 +124,42 @@ def rename(state_dict: dict, rules) -> dict:
 def features(model, x):
     """All four (un-normalised) stage maps of a classifier built from the configs."""
     backbone = model.backbone
+    out_indices = backbone.out_indices
     backbone.out_indices = [0, 1, 2, 3]
     try:
         return backbone(x)
     finally:
-        backbone.out_indices = [3]
+        backbone.out_indices = out_indices
 
 
-def assert_same_state(model, ref):
-    """``model`` holds exactly ``ref``'s weights."""
-    ours, expected = model.state_dict(), convert_state_dict(ref.state_dict())
-    assert ours.keys() == expected.keys()
-    assert all(torch.equal(ours[k], expected[k]) for k in ours)
+def tame_position_convs(model) -> None:
+    """Scale the conv position encodings by 0.25.
+
+    Random weights at PyTorch's default conv init let the un-normalised residual stream grow to
+    ~3e3 in stage 2 of small and base (each position conv is a gain of ~1.5); scaled, activations
+    stay in the range of trained weights (|x| < 20), where fp32 parity is meaningful in absolute terms.
+    """
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if re.search(r'\.cpe(\.\d|\d)\.proj\.weight$', name):
+                param.mul_(0.25)
+
+
+def load_uninitialised(arch: str, state_dict: dict):
+    """The classifier of the ``arch`` config built without initialisation, loaded strictly with ``state_dict``."""
+    cfg = Config.fromfile(CONFIG.format(arch))
+    model = build_uninitialised(lambda: MODELS.build(cfg.model))
+    missing, unexpected = model.load_state_dict(state_dict, strict=True)
+    assert not missing and not unexpected
+    return model.eval()
 
 
 def build_pair(arch: str):
-    """timm's model and the vitzoo classifier from the config, loaded with timm's weights.
-
-    timm's random init lets the un-normalised residual stream grow to ~3e3 in stage 2 of small
-    and base (its conv position encodings use PyTorch's default init, each one a gain of ~1.5);
-    scaling those kernels by 0.25 keeps activations in the range of trained weights (|x| < 20),
-    where fp32 parity is meaningful in absolute terms.
-    """
-    torch.manual_seed(0)
-    ref = timm.create_model(f'davit_{arch}', pretrained=False).eval()
-    with torch.no_grad():
-        for name, param in ref.named_parameters():
-            if '.cpe' in name and name.endswith('proj.weight'):
-                param.mul_(0.25)
-    model = build_classifier(arch)
-    model.load_state_dict(ref.state_dict(), strict=True)  # converted on load
-    return model, ref
+    """timm's model with every parameter randomised and the vitzoo classifier from the config holding
+    its weights (converted as they load)."""
+    ref = randomize_(timm.create_model(f'davit_{arch}', pretrained=False)).eval()
+    tame_position_convs(ref)
+    return load_uninitialised(arch, ref.state_dict()), ref
 
 
 @pytest.fixture(scope='module')
@@ -136,39 +187,38 @@ def test_timm_parity(variant):
         logits = model.head(model.neck(feats[-1:]))
         final, ref_feats = ref.forward_intermediates(x)
         ref_logits = ref.forward_head(final)
-    assert (logits - ref_logits).abs().max() <= 1e-5
-    for i, (ours, theirs) in enumerate(zip(feats, ref_feats)):
-        assert ours.shape == theirs.shape
-        assert (ours - theirs).abs().max() <= 1e-5, f'stage {i}'
+    assert_outputs_close([logits, *feats], [ref_logits, *ref_feats])
 
 
-def test_official_layout_loads_strictly(variant):
-    arch, _, model, ref = variant
+def test_timm_layout_every_tensor(variant):
+    _, _, model, ref = variant
+    assert_holds_every_tensor(model.state_dict(), ref.state_dict(), TIMM_TO_VITZOO)
+
+
+def test_official_layout_every_tensor(variant):
+    arch, _, _, ref = variant
     official = official_state_dict(arch, ref)
     assert detect_and_convert(official)[0] == 'davit'
-    missing, unexpected = model.load_state_dict(official, strict=True)
-    assert not missing and not unexpected
-    assert_same_state(model, ref)
+    assert_holds_every_tensor(load_uninitialised(arch, official).state_dict(), official, OFFICIAL_TO_VITZOO)
 
 
-def test_mmpretrain_layout_loads_strictly(variant):
-    """mmpretrain's zoo files hold the official weights: converted, they give the official network."""
+def test_mmpretrain_layout_every_tensor(variant):
+    """mmpretrain's zoo files hold the official weights under its own names."""
     arch, _, model, ref = variant
-    shapes = load_json('mmpretrain_classifier_shapes.json')[MMPRETRAIN_KEY[arch]]
+    shapes = key_table('mmpretrain_classifier_shapes')[MMPRETRAIN_KEY[arch]]
     mmpretrain = rename(official_state_dict(arch, ref), OFFICIAL_TO_MMPRETRAIN)
     assert {k: list(v.shape) for k, v in mmpretrain.items()} == shapes
-    missing, unexpected = model.load_state_dict(mmpretrain, strict=True)
-    assert not missing and not unexpected
-    assert_same_state(model, ref)
+    assert_holds_every_tensor(load_uninitialised(arch, mmpretrain).state_dict(), mmpretrain, MMPRETRAIN_TO_VITZOO)
     backbone_only = {k[len('backbone.'):]: v for k, v in mmpretrain.items() if k.startswith('backbone.')}
-    assert convert_davit(backbone_only).keys() == {k for k in model.state_dict() if k.startswith('backbone.')} | {
-        'head.norm.weight', 'head.norm.bias'}
+    assert_holds_every_tensor(convert_davit(backbone_only), {f'backbone.{k}': v for k, v in backbone_only.items()},
+                              MMPRETRAIN_TO_VITZOO)
 
 
 @pytest.fixture(scope='module')
 def small_pair():
-    """A small custom arch in timm (the official network) and in vitzoo, with the same weights."""
-    ref = timm.models.davit.DaVit(**{k: tuple(v) for k, v in SMALL_ARCH.items()}, num_classes=0).eval()
+    """A small custom arch in timm (the official network, every parameter randomised) and in vitzoo,
+    with the same weights."""
+    ref = randomize_(timm.models.davit.DaVit(**{k: tuple(v) for k, v in SMALL_ARCH.items()}, num_classes=0)).eval()
     model = DaViT(arch=SMALL_ARCH, norm_after_stage=False).eval()
     model.load_state_dict(strip_prefix(convert_state_dict(ref.state_dict()), 'backbone.'), strict=True)
     return model, ref
@@ -180,8 +230,7 @@ def test_odd_sizes_match_the_official_network(small_pair, size):
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
         ours, theirs = model(x), ref.forward_intermediates(x, intermediates_only=True)
-    assert [o.shape for o in ours] == [t.shape for t in theirs]
-    assert all((a - b).abs().max() <= 1e-5 for a, b in zip(ours, theirs))
+    assert_outputs_close(ours, theirs)
     if size == (225, 230):
         assert [tuple(o.shape[2:]) for o in ours] == [(57, 58), (29, 29), (15, 15), (8, 8)]
 
@@ -195,18 +244,17 @@ def test_fp64_parity_at_odd_size(small_pair):
 
 
 def test_matches_mmpretrain_implementation_only_with_its_two_deviations_fixed():
-    """mmpretrain's own DaViT with its own weights: vitzoo gives the official network's outputs,
-    which equal mmpretrain's once its stem padding ('same' = 1/2 instead of 3/3) and its head order
-    (norm -> pool instead of pool -> norm) follow the official model."""
+    """mmpretrain's own DaViT (every parameter randomised) with its own weights: vitzoo gives the
+    official network's outputs, which equal mmpretrain's (logits and last map) once its stem padding
+    ('same' = 1/2 instead of 3/3) and its head order (norm -> pool instead of pool -> norm) follow
+    the official model."""
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
     arch = dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8])
     mm = MMPRETRAIN_MODELS.build(dict(
         type='mmpretrain.ImageClassifier', backbone=dict(type='mmpretrain.DaViT', arch=arch), neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=10, in_channels=128))).eval()
     mm.init_weights()
-    for name, param in mm.named_parameters():  # LayerNorms start at ones/zeros: perturb them
-        if 'norm' in name:
-            param.data.add_(torch.randn_like(param) * 0.1)
+    randomize_(mm)
     model = MODELS.build(dict(
         type='vitzoo.ImageClassifier',
         backbone=dict(type='vitzoo.DaViT', arch=dict(arch, embed_dims=[16, 32, 64, 128]), out_indices=(3, ),
@@ -217,13 +265,14 @@ def test_matches_mmpretrain_implementation_only_with_its_two_deviations_fixed():
     x = torch.randn(1, 3, 224, 224)  # maps of 56, 28, 14, 7: mmpretrain shrinks windows on smaller maps
     with torch.no_grad():
         ours = model(x, mode='tensor')
+        our_map = model.backbone(x)[-1]
         as_configured = mm(x, mode='tensor')
         mm.backbone.patch_embed.adaptive_padding = None
         mm.backbone.patch_embed.projection.padding = (3, 3)
         norm3, mm.backbone.norm3 = mm.backbone.norm3, torch.nn.Identity()
-        pooled = mm.backbone(x)[-1].mean((2, 3))
-        fixed = mm.head.fc(F.layer_norm(pooled, (128, ), norm3.weight, norm3.bias, norm3.eps))
-    assert (ours - fixed).abs().max() <= 1e-5
+        mm_map = mm.backbone(x)[-1]
+        fixed = mm.head.fc(F.layer_norm(mm_map.mean((2, 3)), (128, ), norm3.weight, norm3.bias, norm3.eps))
+    assert_outputs_close([ours, our_map], [fixed, mm_map])
     assert (ours - as_configured).abs().max() > 1e-3
 
 
@@ -239,10 +288,22 @@ def test_official_dense_layout_via_init_cfg(tiny, tmp_path):
     backbone = MODELS.build(dict(type='vitzoo.DaViT', arch='tiny',
                                  init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.')))
     backbone.init_weights()
-    assert torch.equal(backbone.out_norms[2].weight, norms['backbone.norm2.weight'])
-    ours = backbone.state_dict()
-    expected = {k[len('backbone.'):]: v for k, v in model.state_dict().items() if k.startswith('backbone.')}
-    assert all(torch.equal(ours[k], v) for k, v in expected.items())
+    assert_holds_every_tensor(backbone.state_dict(), {**dense, **norms}, OFFICIAL_DENSE_TO_VITZOO, prefix='backbone.')
+
+
+def test_mmpretrain_dense_layout_via_init_cfg(tiny, tmp_path):
+    """mmpretrain's DaViT with four outputs: ``backbone.norm0..3`` are the output norms."""
+    _, ref = tiny
+    mmpretrain = rename(official_state_dict('tiny', ref), OFFICIAL_TO_MMPRETRAIN)
+    dense = {k: v for k, v in mmpretrain.items() if k.startswith('backbone.') and not k.startswith('backbone.norm3.')}
+    dense.update({f'backbone.norm{i}.{p}': torch.randn(dim) for i, dim in enumerate([96, 192, 384, 768])
+                  for p in ('weight', 'bias')})
+    path = str(tmp_path / 'davit_tiny_mmpretrain_dense.pth')
+    torch.save({'state_dict': dense}, path)
+    backbone = MODELS.build(dict(type='vitzoo.DaViT', arch='tiny',
+                                 init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.')))
+    backbone.init_weights()
+    assert_holds_every_tensor(backbone.state_dict(), dense, MMPRETRAIN_DENSE_TO_VITZOO, prefix='backbone.')
 
 
 def test_conversion_is_idempotent_and_specific(tiny):
@@ -262,10 +323,10 @@ def test_conversion_is_idempotent_and_specific(tiny):
         f'backbone.out_norms.{i}.{p}' for i in range(4) for p in ('weight', 'bias')}
     for layout in (ref.state_dict(), official_state_dict('tiny', ref), mmpretrain, ours):
         assert all(fn(layout) is None for family, fn in _CONVERTERS.items() if family != 'davit')
-    tables = ['official_state_dict_keys.json', 'timm_shapes.json', 'mmpretrain_classifier_shapes.json',
-              'mmpretrain_state_dict_keys.json', 'lvt_official_shapes.json']
+    tables = ['official_state_dict_keys', 'timm_shapes', 'mmpretrain_classifier_shapes', 'mmpretrain_state_dict_keys',
+              'lvt_official_shapes']
     for table in tables:
-        for name, keys in load_json(table).items():
+        for name, keys in key_table(table).items():
             if 'davit' not in name.lower():
                 assert convert_davit({k: torch.empty(0) for k in keys}) is None, name
     twins_vitzoo = MODELS.build(dict(type='vitzoo.SVT', arch=dict(
@@ -282,13 +343,12 @@ def test_converter_tool(tiny, tmp_path, monkeypatch, capsys):
     runpy.run_path(osp.join(REPO, 'tools', 'model_converters', 'davit2vitzoo.py'), run_name='__main__')
     assert 'davit (foreign layout), 212 tensors' in capsys.readouterr().out
     converted = torch.load(dst, map_location='cpu')['state_dict']
-    assert torch.equal(converted['backbone.stages.2.blocks.5.attn.qkv.weight'],
-                       ref.stages[2].blocks[2][1].attn.qkv.weight)
+    assert_holds_every_tensor(converted, official_state_dict('tiny', ref), OFFICIAL_TO_VITZOO)
 
 
 @pytest.fixture(scope='module')
 def small():
-    return DaViT(arch=SMALL_ARCH)
+    return randomize_(DaViT(arch=SMALL_ARCH))
 
 
 def test_fused_and_eager_attention_agree(small):
@@ -310,6 +370,26 @@ def test_channel_attention_operand_roles(small):
         weights = ((k * (C // 4)**-0.5).transpose(-1, -2) @ v).softmax(-1)
         expected = attn.proj((weights @ q.transpose(-1, -2)).transpose(-1, -2).transpose(1, 2).reshape(B, N, C))
         assert (attn(x, (2, 5)) - expected).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize('size', [(112, 60), (60, 112), (97, 61)], ids=['pad-right-only', 'pad-bottom-only', 'both'])
+@pytest.mark.parametrize('mask_padding', [False, True])
+def test_padded_windows_match_written_out_reference(small, monkeypatch, mask_padding, size):
+    """DaViT with ``mask_padding`` == the same DaViT whose window attention runs the window-by-window
+    reference with an explicit key mask; 112x60 pads only the right of the stage-1 map (28x15),
+    60x112 only the bottom."""
+    small.eval()
+    set_mask_padding(small, mask_padding)
+    x = torch.randn(1, 3, *size)
+    try:
+        with torch.no_grad():
+            ours = small(x)
+            monkeypatch.setattr(WindowAttention, 'forward',
+                                lambda attn, t, hw: window_attention_reference(attn, t, hw, attn.mask_padding))
+            theirs = small(x)
+    finally:
+        set_mask_padding(small, False)
+    assert_outputs_close(ours, theirs)
 
 
 def test_mask_padding_only_changes_padded_maps():
