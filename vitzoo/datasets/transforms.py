@@ -40,10 +40,16 @@ class LoadImageFromFile(MMCVLoadImageFromFile):
 
     mmcv's raises OpenCV's ``!buf.empty()`` for a 0-byte file, without the path; this one raises
     :class:`UnreadableImageError` with the path and the reason (missing, empty, not decodable).
-    ``ignore_empty=True`` still skips such files.
+    ``ignore_empty=True`` still skips such files. An image already loaded (``img`` without
+    ``img_path``, as mmpretrain's and mmdet's inferencers pass them) goes through unchanged.
+
+    mmseg's ``MMSegInferencer`` looks for the type name ``'LoadImageFromFile'`` exactly, so the
+    ADE20K configs keep mmcv's transform.
     """
 
     def transform(self, results: dict):
+        if 'img_path' not in results and 'img' in results:
+            return results
         try:
             return super().transform(results)
         except Exception as err:  # noqa: BLE001

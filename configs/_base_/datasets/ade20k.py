@@ -5,7 +5,7 @@ dataset_type = 'ADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
 train_pipeline = [
-    dict(type='vitzoo.LoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
@@ -14,7 +14,7 @@ train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='vitzoo.LoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
     # the labels stay at the original size: predictions are resized back to it
     dict(type='LoadAnnotations', reduce_zero_label=True),
@@ -22,7 +22,7 @@ test_pipeline = [
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [  # tools/test.py --tta: multi-scale + flip
-    dict(type='vitzoo.LoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='TestTimeAug', transforms=[
         [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
         [dict(type='RandomFlip', prob=0., direction='horizontal'),
