@@ -28,6 +28,8 @@ from vitzoo.utils import download
 from vitzoo.utils.download import cached_copy_remedy, download_checkpoint
 
 DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
+# A tiny model trains fastest on one thread, and its runs do not fight the other tests for the cores.
+ONE_THREAD = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 # Deterministic runs of the demo model on 16 digits (4 batches an epoch) with random augmentation
 # (crops, flips: data-loader workers) and drop-path (main process), one checkpoint kept.
 EXACT = """
@@ -155,7 +157,7 @@ def _train(config: str, work_dir: str, *options: str, fault: str = '', resume: b
     args = [config, '--work-dir', work_dir, *(['--resume'] if resume else [])]
     if options:
         args += ['--cfg-options', *options]
-    env = dict(VITZOO_FAULT=fault, PORT=free_port())
+    env = dict(VITZOO_FAULT=fault, PORT=free_port(), **ONE_THREAD)
     if processes == 1:
         return run_tool(driver, 'tools/train.py', *args, env=env, check=False)
     return run_tool('tools/dist_launch.sh', str(processes), driver, 'tools/train.py', *args, env=env, check=False)
@@ -212,10 +214,10 @@ def reference(digits_root, tmp_path_factory):
     return get
 
 
-def _kill_and_resume(config: str, work_dir: str, fault: str, processes: int = 1) -> str:
-    _killed(_train(config, work_dir, fault=fault, processes=processes))
+def _kill_and_resume(config: str, work_dir: str, fault: str, *options: str, processes: int = 1) -> str:
+    _killed(_train(config, work_dir, *options, fault=fault, processes=processes))
     _resume_point(work_dir)
-    log = _ok(_train(config, work_dir, resume=True, processes=processes))
+    log = _ok(_train(config, work_dir, *options, resume=True, processes=processes))
     assert not glob.glob(osp.join(work_dir, '.*partial*')), 'temporary files left behind'
     return log
 
@@ -266,10 +268,12 @@ def test_kill_anywhere_resumes_bit_identical(reference, digits_root, tmp_path, f
 @pytest.mark.slow
 @pytest.mark.parametrize('loop,final', [(EPOCHS, 'epoch_3.pth'), (ITERATIONS, 'iter_12.pth')])
 def test_two_process_run_killed_resumes_bit_identical(digits_root, tmp_path, loop, final):
-    """tools/dist_train.sh's torchrun with 2 gloo processes; rank 0 killed at its 4th step."""
+    """tools/dist_train.sh's torchrun with 2 gloo processes; rank 0 killed at its 4th step. The ranks
+    are seeded differently, so each must get its own random state back."""
     config = _config(tmp_path, digits_root, loop, interval=1 if loop is EPOCHS else 2)
-    _ok(_train(config, str(tmp_path / 'reference'), processes=2))
-    _kill_and_resume(config, str(tmp_path / 'work'), 'kill-at-step:4', processes=2)
+    option = 'randomness.diff_rank_seed=True'
+    _ok(_train(config, str(tmp_path / 'reference'), option, processes=2))
+    _kill_and_resume(config, str(tmp_path / 'work'), 'kill-at-step:4', option, processes=2)
     _assert_bit_identical(str(tmp_path / 'reference' / final), str(tmp_path / 'work' / final))
 
 
@@ -282,7 +286,7 @@ def test_kills_at_random_times_resume_bit_identical(reference, tmp_path):
     rng = random.Random()
     for attempt in range(3):
         args = [sys.executable, 'tools/train.py', config, '--work-dir', work_dir, '--resume']
-        proc = subprocess.Popen(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+        proc = subprocess.Popen(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, **ONE_THREAD),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         delay = rng.uniform(4, 12)
         try:
