@@ -1,6 +1,6 @@
-"""PiT: parameter counts, parity with timm, checkpoint layouts, input sizes, dense outputs,
+"""PiT: parameter counts, parity with timm (every parameter randomised, every output compared), every
+tensor of the official and timm layouts against written-out key maps, input sizes, dense outputs,
 the OpenMMLab backbone contract and DeiT-style distillation."""
-import json
 import math
 import os.path as osp
 import re
@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO, fused_eager_gap, run_tool, tiny_cls_config
+from helpers import (REPO, assert_holds_every_tensor, assert_outputs_close, build_uninitialised, fused_eager_gap,
+                     key_table, randomize_, run_tool, synthetic_state_dict, tiny_cls_config)
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 from mmpretrain.structures import DataSample
@@ -20,7 +21,6 @@ from vitzoo.registry import MODELS
 
 timm = pytest.importorskip('timm')
 
-KEYS = osp.join(REPO, 'tests', 'data', 'keys')
 # timm name -> (arch, distilled, exact parameter count of the official model incl. head)
 VARIANTS = {
     'pit_ti_224': ('ti', False, 4_847_272),
@@ -34,6 +34,25 @@ VARIANTS = {
 }
 TINY_ARCH = dict(base_dims=[8, 8, 8], depths=[1, 1, 1], num_heads=[1, 2, 4], patch_size=16, stride=8)
 
+# The official and timm classifier layouts -> vitzoo's, written out from the key lists (tests/data/keys).
+BLOCK = r'transformers\.(\d)\.blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)'
+COMMON_TO_VITZOO = [
+    (r'pos_embed', 'backbone.pos_embed'),
+    (r'cls_token', 'backbone.cls_token'),
+    (r'patch_embed\.conv\.(weight|bias)', r'backbone.patch_embed.proj.\1'),
+    (BLOCK, r'backbone.stages.\1.blocks.\2.\3.\4'),
+    (r'norm\.(weight|bias)', r'backbone.norm.\1'),
+    (r'head\.(weight|bias)', r'head.fc.\1'),
+    (r'head_dist\.(weight|bias)', r'head.fc_dist.\1'),
+]
+# The official model keeps the pooling layer that opens stage n + 1 in ``pools.n``, timm in the stage.
+OFFICIAL_TO_VITZOO = COMMON_TO_VITZOO + [
+    (r'pools\.(\d)\.(conv|fc)\.(weight|bias)', lambda m: f'backbone.stages.{int(m[1]) + 1}.pool.{m[2]}.{m[3]}'),
+]
+TIMM_TO_VITZOO = COMMON_TO_VITZOO + [
+    (r'transformers\.(\d)\.pool\.(conv|fc)\.(weight|bias)', r'backbone.stages.\1.pool.\2.\3'),
+]
+
 
 def classifier_cfg(arch, distilled: bool, num_classes: int = 1000) -> dict:
     width = PiT(arch=arch).embed_dims[-1] if isinstance(arch, dict) else {
@@ -46,7 +65,7 @@ def classifier_cfg(arch, distilled: bool, num_classes: int = 1000) -> dict:
 
 
 class Zoo:
-    """Each timm PiT (random init) with the vitzoo classifier holding its weights."""
+    """Each timm PiT (every parameter randomised) with the vitzoo classifier holding its weights."""
 
     def __init__(self):
         self.cache = {}
@@ -54,10 +73,9 @@ class Zoo:
     def __call__(self, name: str):
         if name not in self.cache:
             arch, distilled, _ = VARIANTS[name]
-            ref = timm.create_model(name, pretrained=False).eval()
-            converted = convert_state_dict(ref.state_dict())
-            model = MODELS.build(classifier_cfg(arch, distilled)).eval()
-            model.load_state_dict(converted, strict=True)
+            ref = randomize_(timm.create_model(name, pretrained=False)).eval()
+            model = build_uninitialised(lambda: MODELS.build(classifier_cfg(arch, distilled))).eval()
+            model.load_state_dict(ref.state_dict(), strict=True)  # converted as it loads
             self.cache[name] = ref, model
         return self.cache[name]
 
@@ -68,12 +86,15 @@ def zoo():
 
 
 def official_state_dict(name: str) -> dict:
-    """Random tensors under the official key names, shapes from timm's dump."""
-    keys = json.load(open(osp.join(KEYS, 'official_state_dict_keys.json')))[
-        'pit_official.' + name.replace('_224', '')]
-    shapes = json.load(open(osp.join(KEYS, 'timm_shapes.json')))[name]
-    to_timm = lambda k: re.sub(r'^pools\.(\d)\.', lambda m: f'transformers.{int(m.group(1)) + 1}.pool.', k)
-    return {k: torch.randn(shapes[to_timm(k)]) for k in keys}
+    """Distinct random tensors under the official key names, shapes from timm's dump."""
+    keys = key_table('official_state_dict_keys')['pit_official.' + name.replace('_224', '')]
+    shapes = key_table('timm_shapes')[name]
+    return synthetic_state_dict({k: shapes[official_to_timm(k)] for k in keys})
+
+
+def official_to_timm(key: str) -> str:
+    """timm keeps the pooling layers of the official ``pools.n`` in the following stage."""
+    return re.sub(r'^pools\.(\d)\.', lambda m: f'transformers.{int(m.group(1)) + 1}.pool.', key)
 
 
 @pytest.mark.parametrize('name', list(VARIANTS))
@@ -84,41 +105,41 @@ def test_param_count(zoo, name):
 
 @pytest.mark.parametrize('name', list(VARIANTS))
 def test_timm_parity(zoo, name):
+    """Logits (class and distillation heads separately, and their average) and every stage map."""
     ref, model = zoo(name)
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        assert (model(x) - ref(x)).abs().max() <= 1e-5
-        maps = model.backbone.forward_stages(x)[0]
-        for ours, theirs in zip(maps, ref.forward_intermediates(x, intermediates_only=True), strict=True):
-            assert ours.shape == theirs.shape
-            assert (ours - theirs).abs().max() <= 1e-5
+        feats, maps = model.backbone(x), model.backbone.forward_stages(x)[0]
+        final, ref_maps = ref.forward_intermediates(x)
+        ours, theirs = [model.head(feats), *maps], [ref.forward_head(final), *ref_maps]
+        if VARIANTS[name][1]:
+            ours += model.head.forward_logits(feats)
+            theirs += [ref.head(final[:, 0]), ref.head_dist(final[:, 1])]
+    assert_outputs_close(ours, theirs)
 
 
 @pytest.mark.parametrize('name', list(VARIANTS))
-def test_official_layout_loads_strictly(zoo, name):
+def test_timm_layout_every_tensor(zoo, name):
+    ref, model = zoo(name)
+    assert_holds_every_tensor(model.state_dict(), ref.state_dict(), TIMM_TO_VITZOO)
+
+
+@pytest.mark.parametrize('name', list(VARIANTS))
+def test_official_layout_every_tensor(zoo, name):
     official = official_state_dict(name)
     ref, model = zoo(name)
     model.load_state_dict(official, strict=True)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(ref.state_dict(), strict=True)  # back to the weights the other tests compare
-    assert torch.equal(state['backbone.stages.1.pool.conv.weight'], official['pools.0.conv.weight'])
-    assert torch.equal(state['backbone.stages.2.pool.fc.bias'], official['pools.1.fc.bias'])
-    assert torch.equal(state['backbone.patch_embed.proj.weight'], official['patch_embed.conv.weight'])
-    head_dist = 'head.fc_dist.weight' if VARIANTS[name][1] else None
-    if head_dist:
-        assert torch.equal(state[head_dist], official['head_dist.weight'])
-    # the timm layout of the same weights converts to the same vitzoo state dict
-    timm_layout = {re.sub(r'^pools\.(\d)\.', lambda m: f'transformers.{int(m.group(1)) + 1}.pool.', k): v
-                   for k, v in official.items()}
-    assert convert_pit(timm_layout) == convert_pit(official)
+    try:
+        assert_holds_every_tensor(model.state_dict(), official, OFFICIAL_TO_VITZOO)
+    finally:
+        model.load_state_dict(ref.state_dict(), strict=True)  # back to the weights the other tests compare
 
 
 def test_conversion_is_idempotent_and_specific(zoo, tmp_path):
     model = zoo('pit_ti_224')[1]
     own = model.state_dict()
     assert convert_pit(own) is None and convert_state_dict(own).keys() == own.keys()
-    keys = json.load(open(osp.join(KEYS, 'official_state_dict_keys.json')))
-    for layout, names in keys.items():
+    for layout, names in key_table('official_state_dict_keys').items():
         if not layout.startswith('pit_official.'):
             assert convert_pit({k: torch.zeros(1) for k in names}) is None, layout
     # a classification checkpoint fits a dense backbone, which has no token norm
@@ -132,8 +153,7 @@ def test_conversion_is_idempotent_and_specific(zoo, tmp_path):
     converter_cli('pit', [src, dst])
     converted = torch.load(dst)['state_dict']
     assert convert_pit(converted) is None
-    model.load_state_dict(converted, strict=True)
-    assert torch.equal(model.state_dict()['backbone.pos_embed'], official['pos_embed'])
+    assert_holds_every_tensor(converted, official, OFFICIAL_TO_VITZOO)
 
 
 def test_pos_embed_interpolation(zoo):
@@ -283,13 +303,21 @@ def test_frozen_stages_and_norm_eval():
 
 
 def test_init_cfg_pretrained_official_checkpoint(tmp_path):
+    """Every tensor of the official file reaches the backbone; a dense model at 256 gets the position
+    embedding resized and has no token norm."""
     official = official_state_dict('pit_ti_224')
     path = str(tmp_path / 'pit_ti_730.pth')
     torch.save(official, path)
+    model = PiT(arch='ti', out_type='cls_token', init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    assert_holds_every_tensor(model.state_dict(), official, OFFICIAL_TO_VITZOO, dropped=r'head\..*',
+                              prefix='backbone.')
     model = PiT(arch='ti', out_type='pyramid', img_size=256,
                 init_cfg=dict(type='Pretrained', checkpoint=path))
     model.init_weights()
-    assert torch.equal(model.stages[2].pool.conv.weight, official['pools.1.conv.weight'])
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith('pyramid.') and k != 'pos_embed'}
+    assert_holds_every_tensor(state, official, OFFICIAL_TO_VITZOO, dropped=r'head\..*|norm\..*|pos_embed',
+                              prefix='backbone.')
     assert torch.equal(model.pos_embed, resize_pos_embed(official['pos_embed'], (31, 31)))
 
 
