@@ -1,6 +1,6 @@
-"""LVT: sizes and costs, CSA/RASA against slow references, official checkpoints, MixToken, training."""
+"""LVT: sizes and costs, CSA/RASA/blocks against written-out references (every parameter randomised),
+every tensor of the official checkpoints against a written-out key map, MixToken, training."""
 import glob
-import json
 import math
 import os.path as osp
 import runpy
@@ -14,7 +14,8 @@ from mmengine.runner import load_checkpoint
 from mmpretrain.structures import DataSample
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers import fused_eager_gap, run_tool, tiny_cls_config
+from helpers import (assert_holds_every_tensor, fused_eager_gap, key_table, randomize_, run_tool,
+                     synthetic_state_dict, tiny_cls_config)
 from vitzoo.models import LVT, convert_state_dict, set_fused_attn
 from vitzoo.models.backbones.lvt import (ConvSelfAttention, RecursiveAtrousAttention, TokenBox, convert_lvt,
                                          sample_token_box, swap_box)
@@ -23,20 +24,35 @@ from vitzoo.models.heads.lvt_head import ClassAttention
 from vitzoo.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-KEYS = osp.join(REPO, 'tests', 'data', 'keys')
 CONFIG = osp.join(REPO, 'configs', 'lvt', 'lvt_8xb128_in1k.py')
 MODEL = dict(type='vitzoo.LVTClassifier', backbone=dict(type='vitzoo.LVT', out_indices=(3, )),
              head=dict(type='vitzoo.LVTClsHead', num_classes=1000))
 
 
-def load_json(name: str) -> dict:
-    with open(osp.join(KEYS, name)) as f:
-        return json.load(f)
+# The official layouts -> vitzoo's classifier, written out from the key lists (tests/data/keys): the
+# backbone is ``backbone.<stage>.0`` (patch embedding) and ``backbone.<stage>.1.<block>``.
+OFFICIAL_BLOCK = r'backbone\.(\d)\.1\.(\d)\.'
+OFFICIAL_TO_VITZOO = [
+    (r'backbone\.(\d)\.0\.(proj|norm)\.(weight|bias)', r'backbone.stages.\1.patch_embed.\2.\3'),
+    (OFFICIAL_BLOCK + r'(norm1|norm2|attn\.q|attn\.kv|attn\.proj|attn\.sr|attn\.norm|mlp\.fc1|mlp\.fc2)\.(weight|bias)',
+     r'backbone.stages.\1.blocks.\2.\3.\4'),
+    (OFFICIAL_BLOCK + r'attn\.attn\.(weight|bias)', r'backbone.stages.\1.blocks.\2.attn.attn_gen.\3'),
+    (OFFICIAL_BLOCK + r'attn\.weight\.weight', r'backbone.stages.\1.blocks.\2.attn.value.weight'),
+    (OFFICIAL_BLOCK + r'attn\.ds\.weight', r'backbone.stages.\1.blocks.\2.attn.atrous_weight'),
+    (OFFICIAL_BLOCK + r'mlp\.depconv\.(weight|bias)', r'backbone.stages.\1.blocks.\2.mlp.dwconv.\3'),
+    (r'cls_token', 'head.cls_token'),
+    (r'post_network\.(\d)\.(norm1|norm2|attn\.q|attn\.kv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)',
+     r'head.blocks.\1.\2.\3'),
+    (r'norm\.(weight|bias)', r'head.norm.\1'),
+    (r'head\.(weight|bias)', r'head.fc.\1'),
+    (r'aux_head\.(weight|bias)', r'head.aux_fc.\1'),
+]
+HEAD_KEYS = r'cls_token|post_network\..*|norm\..*|head\..*|aux_head\..*'
 
 
 def synthetic(layout: str) -> dict:
-    """Random tensors with the official key names and shapes (``lvt_cls`` or ``lvt_seg``)."""
-    return {k: torch.randn(shape) for k, shape in load_json('lvt_official_shapes.json')[layout].items()}
+    """Distinct random tensors with the official key names and shapes (``lvt_cls`` or ``lvt_seg``)."""
+    return synthetic_state_dict(key_table('lvt_official_shapes')[layout])
 
 
 def macs(model, x) -> float:
@@ -52,7 +68,7 @@ def backbone():
 
 @pytest.fixture(scope='module')
 def classifier():
-    return MODELS.build(MODEL).eval()
+    return randomize_(MODELS.build(MODEL)).eval()
 
 
 def test_params_and_macs(backbone, classifier):
@@ -150,7 +166,7 @@ def rasa_reference(attn: RecursiveAtrousAttention, x: torch.Tensor) -> torch.Ten
 
 
 def test_csa_matches_reference():
-    attn = ConvSelfAttention(8, 2).double()
+    attn = randomize_(ConvSelfAttention(8, 2)).double()
     x = torch.randn(2, 5, 7, 8, dtype=torch.float64)
     with torch.no_grad():
         ours = attn(x.reshape(2, 35, 8), (5, 7)).reshape(2, 5, 7, 8)
@@ -159,7 +175,7 @@ def test_csa_matches_reference():
 
 @pytest.mark.parametrize('sr_ratio', [1, 2])
 def test_rasa_matches_reference(sr_ratio):
-    attn = RecursiveAtrousAttention(8, 2, sr_ratio=sr_ratio).double()
+    attn = randomize_(RecursiveAtrousAttention(8, 2, sr_ratio=sr_ratio)).double()
     x = torch.randn(2, 5, 7, 8, dtype=torch.float64)
     with torch.no_grad():
         for fused in (True, False):
@@ -169,7 +185,7 @@ def test_rasa_matches_reference(sr_ratio):
 
 
 def test_class_attention_matches_reference():
-    attn = ClassAttention(8, 2, qkv_bias=True).double()
+    attn = randomize_(ClassAttention(8, 2, qkv_bias=True)).double()
     x = torch.randn(2, 6, 8, dtype=torch.float64)
     hd = 4
     q, kv = x[:, :1] @ attn.q.weight.T + attn.q.bias, x @ attn.kv.weight.T + attn.kv.bias
@@ -182,6 +198,32 @@ def test_class_attention_matches_reference():
             attn.fused_attn = fused
             assert attn(x).shape == (2, 1, 8)
             assert (attn(x) - expected).abs().max() < 1e-12
+
+
+def layer_norm(norm, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+@pytest.mark.parametrize('stage', [0, 1], ids=['csa-linear-mlp', 'rasa-conv-mlp'])
+def test_blocks_match_reference(stage):
+    """``y = x + attn(norm1(x))``, ``y + mlp(norm2(y))``; the conv MLP is 1x1 fc1, depthwise 3x3, GELU, 1x1 fc2."""
+    arch = dict(embed_dims=[8] * 4, depths=[1] * 4, num_heads=[2] * 4, mlp_ratios=[2] * 4, sr_ratios=[2, 2, 2, 1],
+                attn_types=['csa', 'rasa', 'rasa', 'rasa'], conv_mlps=[False, True, True, True])
+    block = randomize_(LVT(arch=arch)).double().eval().stages[stage].blocks[0]
+    x = torch.randn(2, 5, 7, 8, dtype=torch.float64)
+    attention = csa_reference if stage == 0 else rasa_reference
+    mlp = block.mlp
+    with torch.no_grad():
+        y = x + attention(block.attn, layer_norm(block.norm1, x))
+        h = layer_norm(block.norm2, y)
+        if stage == 0:
+            h = F.linear(F.gelu(F.linear(h, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias)
+        else:
+            h = F.conv2d(h.permute(0, 3, 1, 2), mlp.fc1.weight, mlp.fc1.bias)
+            h = F.gelu(F.conv2d(h, mlp.dwconv.weight, mlp.dwconv.bias, padding=1, groups=h.shape[1]))
+            h = F.conv2d(h, mlp.fc2.weight, mlp.fc2.bias).permute(0, 2, 3, 1)
+        ours = block(x.reshape(2, 35, 8), (5, 7)).reshape(2, 5, 7, 8)
+    assert (ours - (y + h)).abs().max() < 1e-12
 
 
 def test_fused_and_eager_attention_agree(classifier):
@@ -210,13 +252,13 @@ def test_frozen_stages_and_contract():
     assert model.out_indices == [1, 3]
     with torch.no_grad():
         assert [o.shape[1] for o in model(torch.randn(1, 3, 32, 32))] == [64, 256]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='frozen_stages'):
         LVT(frozen_stages=5).train()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='out_indices 4 is out of range'):
         LVT(out_indices=(4, ))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"unknown LVT arch 'huge'.*\['lvt'\]"):
         LVT(arch='huge')
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='missing the keys'):
         LVT(arch=dict(embed_dims=[8], depths=[1]))
 
 
@@ -231,61 +273,59 @@ def test_drop_path_is_honoured():
 
 
 def test_official_classifier_checkpoint_loads_strictly(classifier, tmp_path):
+    """Every tensor of the official ImageNet checkpoint lands where the key map says: through
+    ``load_checkpoint``, ``load_state_dict`` and, for its backbone part, a backbone's ``init_cfg``."""
     official = synthetic('lvt_cls')
     assert len(official) == 179
-    family, converted = detect_and_convert(official)
-    assert family == 'lvt' and converted.keys() == classifier.state_dict().keys()
+    assert detect_and_convert(official)[0] == 'lvt'
     path = str(tmp_path / 'lvt_imagenet.pth.tar')
     torch.save({'state_dict': official, 'epoch': 300}, path)
     model = MODELS.build(MODEL)
     load_checkpoint(model, path, strict=True)
-    ours = model.state_dict()
-    assert all(torch.equal(ours[k], v) for k, v in converted.items())
-    assert torch.equal(ours['head.cls_token'], official['cls_token'])
-    assert torch.equal(ours['backbone.stages.0.blocks.1.attn.value.weight'],
-                       official['backbone.0.1.1.attn.weight.weight'])
-    assert torch.equal(ours['head.aux_fc.weight'], official['aux_head.weight'])
+    assert_holds_every_tensor(model.state_dict(), official, OFFICIAL_TO_VITZOO)
+    model = MODELS.build(MODEL)
     model.load_state_dict(official, strict=True)
-    # The backbone alone takes its part of the classifier checkpoint.
+    assert_holds_every_tensor(model.state_dict(), official, OFFICIAL_TO_VITZOO)
     backbone = LVT(init_cfg=dict(type='Pretrained', checkpoint=path))
     backbone.init_weights()
-    assert all(torch.equal(v, converted[f'backbone.{k}']) for k, v in backbone.state_dict().items())
+    assert_holds_every_tensor(backbone.state_dict(), official, OFFICIAL_TO_VITZOO, dropped=HEAD_KEYS,
+                              prefix='backbone.')
 
 
 def test_official_backbone_file_loads_strictly(tmp_path):
+    """The official backbone-only file for dense tasks: 148 flat ``backbone.*`` tensors."""
     flat = synthetic('lvt_seg')
     assert len(flat) == 148
     path = str(tmp_path / 'lvt_imagenet_pretrained.pth.tar')
     torch.save(flat, path)
-    converted = strip_prefix(convert_state_dict(flat), 'backbone.')
     model = LVT()
-    assert converted.keys() == model.state_dict().keys()
-    model.load_state_dict(converted, strict=True)
+    model.load_state_dict(strip_prefix(convert_state_dict(flat), 'backbone.'), strict=True)
+    assert_holds_every_tensor(model.state_dict(), flat, OFFICIAL_TO_VITZOO, prefix='backbone.')
     pretrained = LVT(init_cfg=dict(type='Pretrained', checkpoint=path))
     pretrained.init_weights()
-    assert all(torch.equal(v, converted[k]) for k, v in pretrained.state_dict().items())
-    stages = pretrained.stages
-    assert torch.equal(stages[3].blocks[1].mlp.dwconv.weight, flat['backbone.3.1.1.mlp.depconv.weight'])
-    assert torch.equal(stages[2].blocks[0].attn.atrous_weight, flat['backbone.2.1.0.attn.ds.weight'])
+    assert_holds_every_tensor(pretrained.state_dict(), flat, OFFICIAL_TO_VITZOO, prefix='backbone.')
 
 
 def test_conversion_is_idempotent_and_specific(classifier, tmp_path, monkeypatch, capsys):
     ours = classifier.state_dict()
     assert convert_lvt(ours) is None and detect_and_convert(ours)[0] is None
     for layout in ('lvt_cls', 'lvt_seg'):
-        keys = load_json('lvt_official_shapes.json')[layout]
+        keys = key_table('lvt_official_shapes')[layout]
         others = [fn for family, fn in _CONVERTERS.items() if family != 'lvt']
         assert all(fn({k: torch.empty(0) for k in keys}) is None for fn in others)
-    for table in ('official_state_dict_keys.json', 'timm_shapes.json', 'mmpretrain_classifier_shapes.json'):
-        for name, keys in load_json(table).items():
+    for table in ('official_state_dict_keys', 'timm_shapes', 'mmpretrain_classifier_shapes'):
+        for name, keys in key_table(table).items():
             if 'lvt' not in name.lower():
                 assert convert_lvt({k: torch.empty(0) for k in keys}) is None, name
     src, dst = tmp_path / 'lvt_imagenet.pth.tar', tmp_path / 'out' / 'lvt_vitzoo.pth'
-    torch.save({'state_dict': synthetic('lvt_cls')}, src)
+    official = synthetic('lvt_cls')
+    torch.save({'state_dict': official}, src)
     monkeypatch.setattr(sys, 'argv', ['lvt2vitzoo.py', str(src), str(dst)])
     runpy.run_path(osp.join(REPO, 'tools', 'model_converters', 'lvt2vitzoo.py'), run_name='__main__')
     assert 'lvt (foreign layout), 179 tensors' in capsys.readouterr().out
-    MODELS.build(MODEL).load_state_dict(torch.load(dst, map_location='cpu')['state_dict'], strict=True)
+    converted = torch.load(dst, map_location='cpu')['state_dict']
+    assert_holds_every_tensor(converted, official, OFFICIAL_TO_VITZOO)
+    MODELS.build(MODEL).load_state_dict(converted, strict=True)
 
 
 def test_predict_returns_data_samples(classifier):
@@ -301,8 +341,8 @@ def test_predict_returns_data_samples(classifier):
 
 
 def test_gap_head_option():
-    model = MODELS.build(dict(MODEL, head=dict(type='vitzoo.LVTClsHead', num_classes=10, num_cls_blocks=0,
-                                               with_aux=False))).eval()
+    model = randomize_(MODELS.build(dict(MODEL, head=dict(type='vitzoo.LVTClsHead', num_classes=10, num_cls_blocks=0,
+                                                         with_aux=False)))).eval()
     assert not any(k.startswith(('head.cls_token', 'head.blocks', 'head.aux_fc')) for k in model.state_dict())
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
