@@ -162,6 +162,8 @@ def test_distilled_names_build_without_their_teacher():
 def test_unknown_names_and_missing_weights_say_what_to_do():
     with pytest.raises(ValueError, match="Did you mean 'twins-svt-base_3rdparty_8xb128_in1k'"):
         vitzoo.get_model('twins-svt-base_8xb128_3rdparty_in1k')  # mmpretrain's spelling
+    with pytest.raises(ValueError, match="Did you mean 'davit-tiny_3rdparty_in1k'"):
+        vitzoo.get_model('davit-tiny')  # the arch name alone
     with pytest.raises(NoPublicWeightsError) as err:
         vitzoo.get_model('pit-s_3rdparty_8xb128_in1k', pretrained=True)
     message = str(err.value)
@@ -271,6 +273,17 @@ def test_inference_classification_fields():
     batch = vitzoo.inference_model(model, [mmcv.imread(BIRD), BIRD])
     assert [r['pred_label'] for r in batch] == [result['pred_label']] * 2
     np.testing.assert_allclose(batch[0]['pred_scores'], result['pred_scores'], atol=1e-6)
+
+
+def test_inference_takes_path_objects():
+    import pathlib
+    model = vitzoo.get_model(DEMO_NAME)
+    digit = pathlib.Path(DIGIT)
+    by_path, by_str = vitzoo.inference_model(model, digit), vitzoo.inference_model(model, DIGIT)
+    np.testing.assert_array_equal(by_path['pred_scores'], by_str['pred_scores'])
+    assert [r['pred_label'] for r in vitzoo.inference_model(model, [digit, DIGIT])] == [by_str['pred_label']] * 2
+    with pytest.raises(TypeError, match='image paths or HxWx3 arrays, got int'):
+        vitzoo.inference_model(model, 3)
 
 
 def test_inference_by_name_with_the_seed_usage():

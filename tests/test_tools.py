@@ -9,7 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import free_port, run_tool, tiny_cls_config
+from helpers import free_port, load_tool, run_tool, tiny_cls_config
 
 DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
 
@@ -47,18 +47,33 @@ def test_train_refuses_to_overwrite_checkpoints(trained):
     assert osp.exists(osp.join(work_dir, 'epoch_2.pth'))
 
 
-def test_test_from_path_and_url_agree(trained, served, tmp_path):
-    config, work_dir, _ = trained
-    local = run_tool('tools/test.py', config, osp.join(work_dir, 'epoch_2.pth'), '--work-dir', str(tmp_path / 'a'))
+def test_test_evaluates_the_checkpoint_from_path_and_url(trained_demo, digits_root, served, tmp_path):
+    """The trained demo checkpoint scores far above chance (random weights: about 10 %), from a path
+    and from a URL alike, and the dumped predictions are the model's outputs with those weights."""
+    import mmengine
+
+    import vitzoo
+    _, checkpoint = trained_demo
+    data = [f'test_dataloader.dataset.data_root={digits_root}', 'test_dataloader.num_workers=0',
+            'test_dataloader.persistent_workers=False']
+    local = run_tool('tools/test.py', DEMO, checkpoint, '--work-dir', str(tmp_path / 'a'), '--out',
+                     str(tmp_path / 'preds.pkl'), '--cfg-options', *data)
+    assert re.search(rf'loaded (\d+) of \1 tensors from {re.escape(checkpoint)} \(vitzoo layout\)', local.stdout)
+    assert top1(local.stdout) > 70
     root, base_url = served
-    sha = hashlib.sha256(open(osp.join(work_dir, 'epoch_2.pth'), 'rb').read()).hexdigest()
-    shutil.copy(osp.join(work_dir, 'epoch_2.pth'), root / f'demo-{sha[:8]}.pth')
+    sha = hashlib.sha256(open(checkpoint, 'rb').read()).hexdigest()
+    shutil.copy(checkpoint, root / f'demo-{sha[:8]}.pth')
     cache = tmp_path / 'cache'
-    remote = run_tool('tools/test.py', config, f'{base_url}/demo-{sha[:8]}.pth', '--work-dir', str(tmp_path / 'b'),
-                      '--out', str(tmp_path / 'preds.pkl'), env=dict(VITZOO_CACHE=str(cache)))
+    remote = run_tool('tools/test.py', DEMO, f'{base_url}/demo-{sha[:8]}.pth', '--work-dir', str(tmp_path / 'b'),
+                      '--cfg-options', *data, env=dict(VITZOO_CACHE=str(cache)))
     assert top1(local.stdout) == top1(remote.stdout)
     assert osp.exists(cache / f'demo-{sha[:8]}.pth')
-    assert osp.getsize(tmp_path / 'preds.pkl') > 0
+    preds = mmengine.load(str(tmp_path / 'preds.pkl'))
+    assert len(preds) == 359
+    model = vitzoo.get_model(DEMO, pretrained=checkpoint)
+    for pred in preds[::60]:
+        expected = vitzoo.inference_model(model, pred['img_path'])['pred_scores']
+        torch.testing.assert_close(pred['pred_score'], torch.from_numpy(expected), rtol=0, atol=1e-5)
 
 
 def test_test_rejects_bad_out_suffix(trained):
@@ -74,9 +89,12 @@ def test_dist_train_and_test_on_two_cpu_processes(digits_root, tmp_path):
     log = train.stdout + train.stderr
     assert 'Distributed training: True' in log
     assert osp.exists(osp.join(work_dir, 'epoch_1.pth'))
-    test = run_tool('tools/dist_test.sh', config, osp.join(work_dir, 'epoch_1.pth'), '2', '--work-dir',
-                    str(tmp_path / 'eval'), env=dict(PORT=free_port()))
-    assert 0.0 <= top1(test.stdout) <= 100.0
+    checkpoint = osp.join(work_dir, 'epoch_1.pth')
+    test = run_tool('tools/dist_test.sh', config, checkpoint, '2', '--work-dir', str(tmp_path / 'eval'),
+                    env=dict(PORT=free_port()))
+    assert f'tensors from {checkpoint} (vitzoo layout)' in test.stdout  # strictly (rank 0 logs it)
+    assert top1(test.stdout) == top1(run_tool('tools/test.py', config, checkpoint, '--work-dir',
+                                              str(tmp_path / 'single')).stdout)
     assert 'terminate called' not in train.stderr + test.stderr
 
 
@@ -120,6 +138,7 @@ def test_twins2vitzoo_converter_tool(tmp_path):
     dst = tmp_path / 'out' / 'pcpvt_small_vitzoo.pth'
     proc = run_tool('tools/model_converters/twins2vitzoo.py', str(src), str(dst))
     assert 'twins (foreign layout)' in proc.stdout
+    assert 'it fits twins-pcpvt-small_3rdparty_8xb128_in1k exactly' in proc.stdout
     converted = torch.load(dst, map_location='cpu')['state_dict']
     assert 'backbone.stages.0.patch_embed.proj.weight' in converted and 'head.fc.weight' in converted
     again = run_tool('tools/model_converters/twins2vitzoo.py', str(dst), str(tmp_path / 'again.pth'))
@@ -151,21 +170,13 @@ def test_tta_and_show_dir(trained, tmp_path):
     config, work_dir, _ = trained
     checkpoint, show_dir = osp.join(work_dir, 'epoch_2.pth'), tmp_path / 'vis'
     tta = run_tool('tools/test.py', config, checkpoint, '--tta', '--work-dir', str(tmp_path / 'w'))
-    assert 0.0 <= top1(tta.stdout) <= 100.0
+    loaded = rf'loaded (\d+) of \1 tensors from {re.escape(checkpoint)} \(vitzoo layout\)'  # in the TTA wrapper
+    assert re.search(loaded, tta.stdout) and 0.0 <= top1(tta.stdout) <= 100.0
     shown = run_tool('tools/test.py', config, checkpoint, '--show-dir', str(show_dir), '--work-dir', str(tmp_path / 'w'))
-    assert 0.0 <= top1(shown.stdout) <= 100.0
+    assert re.search(loaded, shown.stdout) and 0.0 <= top1(shown.stdout) <= 100.0
     assert len(list(show_dir.rglob('*.png'))) == 8  # one visualisation per test image
     both = run_tool('tools/test.py', config, checkpoint, '--tta', '--show-dir', str(show_dir), check=False)
     assert both.returncode != 0 and 'cannot be combined' in both.stderr
-
-
-def load_tool(name: str):
-    import importlib.util
-    from helpers import REPO
-    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_flags_rewrite_the_config(tmp_path):
@@ -173,16 +184,19 @@ def test_train_flags_rewrite_the_config(tmp_path):
     from helpers import REPO
     train = load_tool('train')
     args = Namespace(config=osp.join(REPO, 'configs/twins/twins-pcpvt-small_8xb128_in1k.py'), work_dir=None,
-                     resume='auto', overwrite=False, amp=True, auto_scale_lr=True,
+                     resume='auto', overwrite=False, amp=True, auto_scale_lr=True, partial=False,
                      cfg_options={'train_dataloader.batch_size': 4}, launcher='none')
     cfg = train.merge_args(Config.fromfile(args.config), args)
     assert cfg.work_dir == osp.join('./work_dirs', 'twins-pcpvt-small_8xb128_in1k')
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
     assert cfg.auto_scale_lr.enable and cfg.auto_scale_lr.base_batch_size == 1024
-    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.resume is True and cfg.load_from is None and not cfg.get('load_partial', False)
     assert cfg.train_dataloader.batch_size == 4
     args.resume, args.config = 'some/ckpt.pth', osp.join(REPO, DEMO)
     cfg = train.merge_args(Config.fromfile(args.config), Namespace(**{**vars(args), 'auto_scale_lr': False}))
     assert cfg.resume is True and cfg.load_from == 'some/ckpt.pth'
+    cfg = train.merge_args(Config.fromfile(args.config), Namespace(**{**vars(args), 'auto_scale_lr': False,
+                                                                      'resume': None, 'partial': True}))
+    assert cfg.load_partial is True and not cfg.get('resume', False)
     with pytest.raises(ValueError, match='auto_scale_lr'):
         train.merge_args(Config.fromfile(args.config), args)
