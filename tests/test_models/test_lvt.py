@@ -367,8 +367,8 @@ def test_token_box_helpers():
 
 def test_mix_token_swaps_back_in_the_token_predictions(monkeypatch):
     """The box swapped in the stage-1 tokens is swapped back in the token predictions."""
-    model = MODELS.build(dict(MODEL, head=dict(type='vitzoo.LVTClsHead', num_classes=10),
-                              train_cfg=dict(mix_token=dict(beta=1.0))))
+    model = randomize_(MODELS.build(dict(MODEL, head=dict(type='vitzoo.LVTClsHead', num_classes=10),
+                                         train_cfg=dict(mix_token=dict(beta=1.0)))))
     loss_module = model.head.loss_module
     x = torch.randn(3, 3, 64, 64)
     samples = [DataSample().set_gt_label(i) for i in (1, 4, 7)]
@@ -414,7 +414,7 @@ def test_mix_token_swaps_back_in_the_token_predictions(monkeypatch):
 
 
 def test_dense_teacher_labels():
-    model = MODELS.build(dict(MODEL, head=dict(type='vitzoo.LVTClsHead', num_classes=10))).train()
+    model = randomize_(MODELS.build(dict(MODEL, head=dict(type='vitzoo.LVTClsHead', num_classes=10)))).train()
     x = torch.randn(2, 3, 64, 64)
     maps = torch.rand(2, 10, 4, 4).softmax(1)
     samples = [DataSample().set_gt_label(i) for i in (2, 3)]
