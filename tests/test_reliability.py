@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 from torch import nn
 
 from helpers import REPO, free_port, run_tool, tiny_cls_config
-from vitzoo.engine import NonFiniteLossError
+from vitzoo.engine import NonFiniteLossError, latest_checkpoint
 from vitzoo.utils import download
 from vitzoo.utils.download import cached_copy_remedy, download_checkpoint
 
@@ -192,10 +192,9 @@ def _assert_bit_identical(a: str, b: str) -> None:
 
 
 def _resume_point(work_dir: str) -> str:
-    """The checkpoint ``last_checkpoint`` names, checked to be complete."""
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        path = f.read().strip()
-    assert _load(path)['state_dict'], path
+    """The checkpoint ``--resume`` starts from, checked to be complete."""
+    path = latest_checkpoint(work_dir)
+    assert path and _load(path)['state_dict'], path
     return path
 
 
@@ -216,8 +215,9 @@ def reference(digits_root, tmp_path_factory):
 
 def _kill_and_resume(config: str, work_dir: str, fault: str, *options: str, processes: int = 1) -> str:
     _killed(_train(config, work_dir, *options, fault=fault, processes=processes))
-    _resume_point(work_dir)
+    start = _load(_resume_point(work_dir))['meta']
     log = _ok(_train(config, work_dir, *options, resume=True, processes=processes))
+    assert f'resumed epoch: {start["epoch"]}, iter: {start["iter"]}' in log
     assert not glob.glob(osp.join(work_dir, '.*partial*')), 'temporary files left behind'
     return log
 
@@ -249,6 +249,21 @@ def test_iteration_based_run_killed_resumes_bit_identical(reference, tmp_path):
     log = _kill_and_resume(config, str(tmp_path / 'work'), 'kill-at-step:7')
     assert 'resumed epoch: 0, iter: 4' in log
     _assert_bit_identical(final, str(tmp_path / 'work' / 'iter_12.pth'))
+
+
+def test_latest_checkpoint_is_the_newest_complete_one(tmp_path):
+    """--resume's choice: what last_checkpoint names, or a newer checkpoint of its series that a run
+    killed before updating last_checkpoint left; epoch_/iter_ series without a pointer."""
+    assert latest_checkpoint(str(tmp_path)) is None
+    for name in ('epoch_2.pth', 'epoch_10.pth', 'best_score_epoch_11.pth', '.epoch_12.pth.partial-1'):
+        (tmp_path / name).write_bytes(b'')
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_10.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_10.pth')
+    (tmp_path / 'epoch_10.pth').unlink()
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
+    (tmp_path / 'last_checkpoint').write_text('/elsewhere/model.pth')
+    assert latest_checkpoint(str(tmp_path)) == '/elsewhere/model.pth'
 
 
 @pytest.mark.slow

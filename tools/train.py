@@ -14,7 +14,7 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 
-from vitzoo.engine import build_runner, shutdown_distributed
+from vitzoo.engine import build_runner, latest_checkpoint, shutdown_distributed
 
 
 def parse_args():
@@ -61,7 +61,7 @@ def merge_args(cfg: Config, args) -> Config:
     if args.partial:
         cfg.load_partial = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        cfg.resume, cfg.load_from = True, latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     if args.cfg_options:

@@ -1,7 +1,9 @@
 """MMEngine's CheckpointHook with checkpoints that survive a SIGKILL at any instant and resume exactly."""
+import glob
 import os
 import os.path as osp
-from typing import List
+import re
+from typing import List, Optional, Tuple
 
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_process
@@ -15,6 +17,39 @@ from ...utils.atomic import remove_leftovers, write_atomically
 from . import random_state
 
 _ATOMIC_BACKEND = 'vitzoo_atomic_local'
+_NUMBERED = re.compile(r'(.*?)(\d+)\.pth$')
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint that ``--resume`` continues from in ``work_dir``; None when there is none.
+
+    It is the one ``last_checkpoint`` names or, if a later checkpoint of the same series
+    (``epoch_<n>.pth``, ``iter_<n>.pth``) is there, that one: a run killed between renaming a new
+    checkpoint into place and updating ``last_checkpoint`` leaves it complete but not yet named.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = None
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip() or None
+    if named is None:
+        candidates = _series(work_dir, 'epoch_') + _series(work_dir, 'iter_')
+    else:
+        match = _NUMBERED.match(osp.basename(named))
+        if not match:  # a name of another form: trust the pointer
+            return named
+        candidates = _series(osp.dirname(named), match.group(1)) + [(int(match.group(2)), named)]
+    return max(candidates)[1] if candidates else None
+
+
+def _series(directory: str, prefix: str) -> List[Tuple[int, str]]:
+    """``(n, path)`` of the checkpoints ``<prefix><n>.pth`` in ``directory``."""
+    series = []
+    for path in glob.glob(osp.join(glob.escape(directory), f'{glob.escape(prefix)}*.pth')):
+        match = _NUMBERED.match(osp.basename(path))
+        if match and match.group(1) == prefix:
+            series.append((int(match.group(2)), path))
+    return series
 
 
 @register_backend(_ATOMIC_BACKEND)
@@ -29,7 +64,18 @@ class AtomicLocalBackend(LocalBackend):
         self.put(obj.encode(encoding), filepath)
 
 
-class _RemovalsDeferred:
+def _delete(backend, path: str) -> bool:
+    """Delete the checkpoint ``path`` (a file, or a directory as DeepSpeed writes); False if absent."""
+    if backend.isfile(path):
+        backend.remove(path)
+    elif backend.isdir(path):
+        backend.rmtree(path)
+    else:
+        return False
+    return True
+
+
+class _DeferredRemovals:
     """A file backend whose ``remove``/``rmtree`` wait until :meth:`run` (after the new file is in place)."""
 
     def __init__(self, backend):
@@ -43,10 +89,7 @@ class _RemovalsDeferred:
 
     def run(self) -> None:
         for path in self.queued:
-            if self.backend.isfile(path):
-                self.backend.remove(path)
-            elif self.backend.isdir(path):
-                self.backend.rmtree(path)
+            _delete(self.backend, path)
 
     def __getattr__(self, name):
         return getattr(self.__dict__['backend'], name)
@@ -92,11 +135,10 @@ class CheckpointHook(MMEngineCheckpointHook):
         leftovers = remove_leftovers(self.out_dir)
         if runner.work_dir != self.out_dir:
             leftovers += remove_leftovers(runner.work_dir)
+        kept = getattr(self, 'keep_ckpt_ids', ())
         retired = [self._checkpoint_path(step) for step in runner.message_hub.get_info('retired_ckpt_ids', [])
-                   if step not in getattr(self, 'keep_ckpt_ids', ())]
-        retired = [path for path in retired if self.file_backend.isfile(path)]
-        for path in retired:
-            self.file_backend.remove(path)
+                   if step not in kept]
+        retired = [path for path in retired if _delete(self.file_backend, path)]
         if leftovers or retired:
             runner.logger.info('Removed what a killed run left behind: '
                                f'{", ".join(osp.basename(p) for p in leftovers + retired)}')
@@ -125,16 +167,12 @@ class CheckpointHook(MMEngineCheckpointHook):
         if is_main_process():
             write_atomically(osp.join(runner.work_dir, 'last_checkpoint'), path)
             for old in retired:
-                old_path = self._checkpoint_path(old)
-                if self.file_backend.isfile(old_path):
-                    self.file_backend.remove(old_path)
-                elif self.file_backend.isdir(old_path):  # DeepSpeed checkpoints are directories
-                    self.file_backend.rmtree(old_path)
+                _delete(self.file_backend, self._checkpoint_path(old))
 
     def _save_best_checkpoint(self, runner, metrics) -> None:
         if self.save_best:
             self._refuse_non_finite_weights(runner, 'the best checkpoint')
-        deferred = _RemovalsDeferred(self.file_backend)
+        deferred = _DeferredRemovals(self.file_backend)
         self.file_backend = deferred
         try:
             super()._save_best_checkpoint(runner, metrics)
