@@ -256,7 +256,7 @@ def test_foreign_layout_is_converted_and_checked(tmp_path):
     reference = timm_demo_twins()
     model = vitzoo.get_model(DEMO_NAME)
     _, report = load_checkpoint_to_model(model, save(reference.state_dict(), tmp_path / 'timm_twins.pth'))
-    assert report.layout.startswith('twins ') and report.layout.endswith('layout, converted') and report.fit.exact
+    assert report.layout == 'twins official/timm layout, converted' and report.fit.exact
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x, mode='tensor'), reference(x), rtol=0, atol=1e-5)
@@ -364,7 +364,7 @@ def test_test_tool_on_a_foreign_layout_checkpoint(tiny_config, monkeypatch, tmp_
         out = tmp_path / f'{name}.pkl'
         run_tool_in_process(monkeypatch, 'test', tiny_config, path, '--out', out, '--work-dir', tmp_path / name)
         preds[name] = mmengine.load(str(out))
-    assert f'tensors from {official} (twins ' in log_text(tmp_path / 'official')
+    assert f'tensors from {official} (twins official/timm layout, converted)' in log_text(tmp_path / 'official')
     assert f'tensors from {converted} (vitzoo layout)' in log_text(tmp_path / 'converted')
     assert len(preds['official']) == 8
     for a, b in zip(preds['official'], preds['converted']):
@@ -385,7 +385,7 @@ def test_converter_writes_only_what_fits_a_model(tmp_path, capsys):
         converter_cli('twins', [src, str(dst)])
     assert exit_info.value.code == 1 and not dst.exists()
     error = capsys.readouterr().err
-    assert f'{src} (twins foreign layout, converted) does not fit any twins model of the index' in error
+    assert f'{src} (twins official/timm layout, converted) does not fit any twins model of the index' in error
     assert f'the closest, {DEMO_NAME}, differs' in error and '--config CONFIG' in error
     assert 'missing (in the model, not in the checkpoint): backbone.stages.2.blocks.1.' in error
     with pytest.raises(SystemExit):  # against a given model
@@ -501,3 +501,33 @@ def test_labels_beyond_num_classes_raise_naming_the_sample():
         model.train().train_step(batch, optim_wrapper=_sgd(model))
     batch['data_samples'] = [DataSample(metainfo=dict(img_path='ok.png')).set_gt_label(9)]
     assert model.eval().test_step(batch)[0].pred_score.shape == (10, )
+
+
+def test_every_foreign_layout_is_named():
+    """Errors and logs name the layout a checkpoint was recognised as (key tables of tests/data/keys)."""
+    import json
+    from vitzoo.models.checkpoint import convert_with_layout, strip_prefix
+
+    def layout(table: str, name: str) -> str:
+        with open(osp.join(REPO, 'tests', 'data', 'keys', table)) as f:
+            keys = json.load(f)[name]
+        return convert_with_layout({k: torch.empty(0) for k in keys})[0]
+
+    expected = {
+        ('official_state_dict_keys.json', 'twins_official.alt_gvt_small'): 'twins official/timm',
+        ('official_state_dict_keys.json', 'pit_official.pit_ti_distilled'): 'pit official',
+        ('official_state_dict_keys.json', 'davit_official.DaViT_tiny'): 'davit official',
+        ('official_state_dict_keys.json', 'lvt_official.lvt_cls'): 'lvt official',
+        ('official_state_dict_keys.json', 'lvt_seg'): 'lvt official',
+        ('timm_shapes.json', 'twins_pcpvt_small'): 'twins official/timm',
+        ('timm_shapes.json', 'davit_tiny'): 'davit timm',
+        ('timm_shapes.json', 'pit_s_224'): 'pit timm',
+        ('mmpretrain_classifier_shapes.json', 'twins-svt-small'): 'twins mmpretrain',
+        ('mmpretrain_classifier_shapes.json', 'davit-tiny'): 'davit mmpretrain',
+        ('mmpretrain_state_dict_keys.json', 'pcpvt_small'): 'twins mmpretrain',
+    }
+    assert {key: layout(*key) for key in expected} == {key: f'{v} layout, converted' for key, v in expected.items()}
+    with open(osp.join(REPO, 'tests', 'data', 'keys', 'mmpretrain_state_dict_keys.json')) as f:
+        backbone = strip_prefix({k: torch.empty(0) for k in json.load(f)['pcpvt_small']}, 'backbone.')
+    assert convert_with_layout(backbone)[0] == 'twins mmpretrain backbone layout, converted'
+    assert convert_with_layout(PCPVT(arch=TINY_PCPVT).state_dict())[0] == 'vitzoo layout'
