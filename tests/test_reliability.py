@@ -316,8 +316,8 @@ def test_kills_at_random_times_resume_bit_identical(reference, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Non-finite losses
 # ------------------------------------------------------------------------------------------------
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(reference, tmp_path):
-    config, _ = reference('epochs', EPOCHS, 'epoch_3.pth')
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits_root, tmp_path):
+    config = _config(tmp_path, digits_root)
     work_dir = str(tmp_path / 'work')
     proc = _train(config, work_dir, fault='nan-at-steps:6')
     assert proc.returncode == 1
@@ -330,8 +330,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(reference, tmp_path):
     assert all(torch.isfinite(v).all() for v in _load(epoch_1)['state_dict'].values() if v.is_floating_point())
 
 
-def test_nan_loss_steps_are_skipped_when_asked(reference, tmp_path):
-    config, _ = reference('epochs', EPOCHS, 'epoch_3.pth')
+def test_nan_loss_steps_are_skipped_when_asked(digits_root, tmp_path):
+    config = _config(tmp_path, digits_root)
     work_dir = str(tmp_path / 'work')
     log = _ok(_train(config, work_dir, "default_hooks.non_finite_loss.action='skip'", fault='nan-at-steps:6,7'))
     assert 'non-finite loss at iteration 6 (epoch 2, batch 2): loss=nan; the step was skipped (1 skipped so far)' in log

@@ -17,18 +17,23 @@ class NonFiniteLossError(FloatingPointError):
     """Training met a NaN or infinite loss."""
 
 
+def _finite(value) -> bool:
+    return bool(torch.isfinite(torch.as_tensor(value, dtype=torch.float64)).all())
+
+
 def non_finite_terms(log_vars: Optional[dict]) -> dict:
     """The loss terms of ``log_vars`` (keys containing ``loss``, as MMEngine sums them) that are NaN
     or infinite, as floats; the total ``loss`` only when no single term is to blame."""
-    bad = {}
-    for key, value in (log_vars or {}).items():
-        if 'loss' in key:
-            value = torch.as_tensor(value, dtype=torch.float64)
-            if not bool(torch.isfinite(value).all()):
-                bad[key] = value.sum().item()
+    bad = {key: torch.as_tensor(value, dtype=torch.float64).sum().item()
+           for key, value in (log_vars or {}).items() if 'loss' in key and not _finite(value)}
     if len(bad) > 1:
         bad.pop('loss', None)
     return bad
+
+
+def _optim_wrappers(runner) -> list:
+    wrappers = runner.optim_wrapper
+    return list(wrappers.values()) if isinstance(wrappers, OptimWrapperDict) else [wrappers]
 
 
 @HOOKS.register_module()
@@ -64,13 +69,11 @@ class NonFiniteLossHook(Hook):
         self._consecutive = 0
 
     def before_train(self, runner) -> None:
-        wrappers = runner.optim_wrapper
-        for wrapper in (wrappers.values() if isinstance(wrappers, OptimWrapperDict) else [wrappers]):
+        for wrapper in _optim_wrappers(runner):
             self._guard(wrapper)
 
     def after_train(self, runner) -> None:
-        wrappers = runner.optim_wrapper
-        for wrapper in (wrappers.values() if isinstance(wrappers, OptimWrapperDict) else [wrappers]):
+        for wrapper in _optim_wrappers(runner):
             wrapper.__dict__.pop('update_params', None)
 
     def _guard(self, wrapper: OptimWrapper) -> None:
@@ -118,6 +121,5 @@ class NonFiniteLossHook(Hook):
         runner.message_hub.update_scalar('train/skipped_steps', skipped)
         runner.logger.warning(f'non-finite loss at {where}: {what}; the step was skipped '
                               f'({skipped} skipped so far)')
-        for key in [key for key, value in (outputs or {}).items()
-                    if not bool(torch.isfinite(torch.as_tensor(value, dtype=torch.float64)).all())]:
+        for key in [key for key, value in (outputs or {}).items() if not _finite(value)]:
             del outputs[key]  # keeps NaN out of the logged averages
