@@ -108,13 +108,13 @@ class NonFiniteLossHook(Hook):
             where += f' (epoch {runner.epoch + 1}, batch {batch_idx + 1})'
         if self.action == 'stop' or self._consecutive > self.max_consecutive_skips:
             last = runner.message_hub.get_info('last_ckpt')
+            resume = f'the last checkpoint, {last}, is where --resume starts' if last else 'no checkpoint was written'
             reason = ('' if self.action == 'stop' else
                       f', {self._consecutive} non-finite losses in a row (max_consecutive_skips='
                       f'{self.max_consecutive_skips})')
             raise NonFiniteLossError(
-                f'non-finite loss at {where}: {what}{reason}. The step was not applied and training stops; '
-                + (f'the last checkpoint, {last}, is where --resume starts. ' if last else 'no checkpoint was written. ')
-                + 'Lower the learning rate or check the data; to skip such steps instead, set '
+                f'non-finite loss at {where}: {what}{reason}. The step was not applied and training stops; {resume}. '
+                "Lower the learning rate or check the data; to skip such steps instead, set "
                 "default_hooks.non_finite_loss.action='skip'.")
         skipped = runner.message_hub.get_info('skipped_steps', 0) + 1
         runner.message_hub.update_info('skipped_steps', skipped)
