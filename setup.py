@@ -79,6 +79,7 @@ if __name__ == '__main__':
         extras_require={
             'all': parse_requirements('requirements.txt'),
             'tests': parse_requirements('requirements/tests.txt'),
+            'deploy': parse_requirements('requirements/deploy.txt'),
             'mim': parse_requirements('requirements/mminstall.txt'),
         },
         zip_safe=False,

@@ -3,7 +3,7 @@
 #
 # Creates a virtual environment (VENV, default .venv) with torch 2.14.1 + torchvision 0.29.1,
 # onedl-mmcv 2.3.6 compiled with its ops (C++20), the onedl-* toolboxes, panopticapi-lite and
-# vitzoo itself (editable, with the test extras). The mmcv wheel is built once and cached in
+# vitzoo itself (editable, with the test and deploy extras). The mmcv wheel is built once and cached in
 # VITZOO_WHEEL_CACHE (default ~/.cache/vitzoo/wheels); later installs reuse it.
 set -euo pipefail
 
@@ -53,7 +53,7 @@ log "onedl-mmcv, the onedl-* toolboxes, panopticapi-lite, vitzoo"
 pip_install "$wheel"
 pip_install -r requirements/mminstall.txt
 pip_install --no-deps -r requirements/optional.txt
-pip_install -e ".[tests]"
+pip_install -e ".[tests,deploy]"  # deploy: onnx, onnxscript, onnxruntime for the export tests
 
 if ! "$VENV/bin/python" -c "import mmcv.ops; from mmcv.ops import nms, RoIAlign" 2>/dev/null; then
     echo "[install] ERROR: mmcv is installed without its compiled ops (import mmcv.ops fails)." >&2
