@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ..datasets.transforms import read_image
+from ..deploy.runtime import inference_exported, is_exported_file
 from .model import get_model, task_scope
 
 __all__ = ['inference_model', 'model_task']
@@ -35,7 +36,9 @@ def inference_model(model, image: Union[ImageType, Sequence[ImageType]], pretrai
 
     Args:
         model: a model from :func:`vitzoo.get_model`, or a model name / config path /
-            ``Config``, built here with ``pretrained`` (``True``: the index's weights).
+            ``Config``, built here with ``pretrained`` (``True``: the index's weights), or an
+            ``.onnx`` / ``.pt2`` file of ``tools/deployment/export.py`` (classifier or segmentation
+            logits; run with onnxruntime or torch, same result keys).
         image: an image path (``str`` or ``pathlib.Path``) or an HxWx3 BGR ``uint8`` array (as
             ``mmcv.imread`` returns), or a list of them (then a list of dicts comes back).
         pretrained, device: passed to :func:`vitzoo.get_model` when ``model`` is not built yet.
@@ -61,15 +64,19 @@ def inference_model(model, image: Union[ImageType, Sequence[ImageType]], pretrai
         result = vitzoo.inference_model('twins-pcpvt-small_3rdparty_8xb128_in1k', 'demo/bird.JPEG')
         print(result['pred_class'], result['pred_score'])
     """
-    if not isinstance(model, torch.nn.Module):
+    exported = is_exported_file(model)  # an .onnx / .pt2 file of tools/deployment/export.py
+    if not exported and not isinstance(model, torch.nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)
-    if not hasattr(model, 'cfg'):
+    if not exported and not hasattr(model, 'cfg'):
         raise TypeError('inference_model needs a model built by vitzoo.get_model (it reads model.cfg)')
     batch = isinstance(image, (list, tuple))
     images = [os.fspath(i) if isinstance(i, os.PathLike) else i for i in (image if batch else [image])]
     for i in images:
         if not isinstance(i, (str, np.ndarray)):
             raise TypeError(f'inference_model takes image paths or HxWx3 arrays, got {type(i).__name__}')
+    if exported:
+        results = inference_exported(model, images)
+        return results if batch else results[0]
     task = model_task(model)
     results = _classify(model, images) if task == 'classification' else _dense(model, images, task)
     return results if batch else results[0]
