@@ -76,6 +76,8 @@ def drop_path(x: torch.Tensor, drop_prob: float = 0., training: bool = False) ->
     """Stochastic depth per sample (https://arxiv.org/abs/1603.09382)."""
     if drop_prob == 0. or not training:
         return x
+    if drop_prob == 1.:
+        return torch.zeros_like(x)
     keep_prob = 1 - drop_prob
     shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
     mask = x.new_empty(shape).bernoulli_(keep_prob)
@@ -125,12 +127,13 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: Optional[Size] = None) -> torch.Tensor:
+        """(B, N, C) tokens -> (B, N, out_features); ``size`` (the token grid) is not needed."""
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class ConvMlp(nn.Module):
-    """MLP on a (B, C, H, W) map with a depthwise 3x3 conv between the two 1x1 convs.
+    """MLP with a depthwise 3x3 conv between the two 1x1 convs, on the tokens of an H x W map.
 
     ``fc1 (1x1) -> depthwise 3x3 -> act -> drop -> fc2 (1x1) -> drop``, as in PVTv2 and LVT.
     """
@@ -150,9 +153,10 @@ class ConvMlp(nn.Module):
         self.fc2 = nn.Conv2d(hidden_features, out_features, 1)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.act(self.dwconv(self.fc1(x))))
-        return self.drop(self.fc2(x))
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        """(B, H*W, C) tokens of a ``size`` map -> (B, H*W, out_features)."""
+        x = self.drop(self.act(self.dwconv(self.fc1(nlc_to_nchw(x, size)))))
+        return nchw_to_nlc(self.drop(self.fc2(x)))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, channels_last: bool = False) -> torch.Tensor:
@@ -251,37 +255,32 @@ class Attention(nn.Module):
             fused=self.fused_attn)
         return x.transpose(1, 2).reshape(B, N, C)
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.proj_drop(self.proj(self.attend(x, attn_mask)))
+    def forward(self, x: torch.Tensor, size: Optional[Size] = None) -> torch.Tensor:
+        """(B, N, C) tokens -> (B, N, C); ``size`` (the token grid) is not needed."""
+        return self.proj_drop(self.proj(self.attend(x)))
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block on (B, N, C) tokens: ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``.
+    """Pre-norm transformer block on (B, N, C) tokens around any attention and MLP.
 
-    The plain ViT block (LayerNorm eps 1e-6, :class:`Attention` with a fused ``qkv``, :class:`Mlp`),
-    with stochastic depth on both residual branches.
+    ``x = x + drop_path(attn(norm1(x), size))``, then ``x = x + drop_path(mlp(norm2(x), size))``,
+    with LayerNorms of ``norm_eps``. ``attn`` and ``mlp`` take the tokens and their grid size
+    (``None`` for token sequences that are no map); most ignore the size. Every family builds its
+    blocks from this class with its own attention (ViT's :class:`Attention`, Twins' windowed and
+    sub-sampled attention, LVT's CSA and RASA) and MLP (:class:`Mlp`, :class:`ConvMlp`).
     """
 
-    def __init__(self,
-                 dim: int,
-                 num_heads: int,
-                 mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
-                 drop: float = 0.,
-                 attn_drop: float = 0.,
-                 drop_path: float = 0.,
-                 act_layer: Callable[..., nn.Module] = nn.GELU,
-                 norm_eps: float = 1e-6):
+    def __init__(self, dim: int, attn: nn.Module, mlp: nn.Module, drop_path: float = 0., norm_eps: float = 1e-6):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.attn = attn
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.mlp = mlp
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), attn_mask))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(self, x: torch.Tensor, size: Optional[Size] = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), size))
+        return x + self.drop_path(self.mlp(self.norm2(x), size))
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ timm and mmpretrain layouts onto these.
 import re
 from collections import OrderedDict
 from functools import partial
-from typing import Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
 from ..layers import (Attention, DropPath, Mlp, PatchEmbed, PosConv, Size, WindowAttention,
                       nlc_to_nchw, scaled_dot_product_attention)
-from .base import EmbedStage, VitBackbone, build_out_norms, init_vit_weights, normalize_indices, resolve_arch
+from .base import EmbedStage, VitBackbone, build_out_norms, check_flag, init_vit_weights
 
 
 class ChannelAttention(Attention):
@@ -96,9 +96,9 @@ class DaViT(VitBackbone):
     """DaViT backbone (https://arxiv.org/abs/2204.03645).
 
     Args:
-        arch: ``'tiny'``, ``'small'``, ``'base'`` or a dict with ``embed_dims``, ``depths`` (the
-            number of spatial/channel block *pairs* per stage) and ``num_heads`` (also the
-            number of channel groups).
+        arch: ``'tiny'``, ``'small'``, ``'base'`` (or mmpretrain's ``'t'``, ``'s'``, ``'b'``) or a dict
+            with ``embed_dims``, ``depths`` (the number of spatial/channel block *pairs* per stage)
+            and ``num_heads`` (also the number of channel groups), one entry per stage.
         in_channels: image channels.
         out_indices: stages whose maps are returned (NCHW, strides 4/8/16/32).
         window_size: side of the spatial attention windows.
@@ -108,7 +108,12 @@ class DaViT(VitBackbone):
         norm_after_stage: a LayerNorm on each output, one bool per stage or one for all, as in the
             official dense prediction backbone (the classifier normalises in its head instead).
         mask_padding: exclude the window padding from the spatial attention.
-        frozen_stages, norm_eval, with_cp, init_cfg: see :class:`VitBackbone`.
+        frozen_stages: ``k`` freezes stages ``0..k-1``, each with the patch embedding that opens
+            it (stage 0: the stem) and its output norm; ``0`` and ``-1`` freeze nothing. mmpretrain's
+            DaViT counts differently: its ``frozen_stages=k`` freezes the stem and stages ``0..k``
+            together with the downsampling layer that follows each, that is vitzoo's
+            ``frozen_stages=k + 1`` plus ``stages[k + 1].patch_embed``.
+        norm_eval, with_cp, init_cfg: see :class:`VitBackbone`.
 
     Example:
         >>> import torch
@@ -122,7 +127,15 @@ class DaViT(VitBackbone):
         'small': dict(embed_dims=[96, 192, 384, 768], depths=[1, 1, 9, 1], num_heads=[3, 6, 12, 24]),
         'base': dict(embed_dims=[128, 256, 512, 1024], depths=[1, 1, 9, 1], num_heads=[4, 8, 16, 32]),
     }
+    arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base'}
     essential_keys = ('embed_dims', 'depths', 'num_heads')
+    stage_keys = essential_keys
+
+    paper = 'DaViT'
+    flops_note = 'with the attention matmuls, as the DaViT paper counts'
+    timm_names = {'tiny': 'davit_tiny', 'small': 'davit_small', 'base': 'davit_base'}
+    # The classifiers normalise after pooling, in their head: no output norm is pretrained.
+    pretrained_missing_ok = (r'out_norms\.', )
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -138,16 +151,13 @@ class DaViT(VitBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
-        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, type(self).__name__)
-        embed_dims, depths, num_heads = arch['embed_dims'], arch['depths'], arch['num_heads']
-        num_stages = len(depths)
+        super().__init__(arch, out_indices, drop_path_rate, frozen_stages, norm_eval, with_cp, init_cfg)
+        check_flag('mask_padding', mask_padding)
+        embed_dims, num_heads = self.arch_settings['embed_dims'], self.arch_settings['num_heads']
         self.embed_dims = list(embed_dims)
-        self.out_indices = normalize_indices(out_indices, num_stages, 'out_indices')
 
-        dpr = torch.linspace(0, drop_path_rate, 2 * sum(depths)).tolist()
-        stages, cursor = [], 0
-        for i in range(num_stages):
+        stages = []
+        for i, rates in enumerate(self.drop_path_rates):
             if i == 0:
                 patch_embed = PatchEmbed(in_channels, embed_dims[0], kernel_size=7, stride=4, padding=3,
                                          norm_layer=nn.LayerNorm, pad_to_stride=True)
@@ -156,12 +166,10 @@ class DaViT(VitBackbone):
                                          norm_layer=nn.LayerNorm, norm_first=True, pad_to_stride=True)
             blocks = [
                 DaViTBlock(embed_dims[i], num_heads[i], spatial=j % 2 == 0, window_size=window_size,
-                           mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[cursor + j],
-                           mask_padding=mask_padding)
-                for j in range(2 * depths[i])
+                           mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, mask_padding=mask_padding)
+                for j, rate in enumerate(rates)
             ]
             stages.append(EmbedStage(patch_embed, blocks))
-            cursor += 2 * depths[i]
         self.stages = nn.ModuleList(stages)
 
         self.out_norms = build_out_norms(embed_dims, norm_after_stage)
@@ -170,16 +178,16 @@ class DaViT(VitBackbone):
         self.apply(partial(init_vit_weights, conv_fan_out=False))
         self._freeze_stages()
 
-    def forward(self, x: torch.Tensor) -> tuple:
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x, size = stage(x, with_cp=self.with_cp)
-            if i in self.out_indices:
-                outs.append(nlc_to_nchw(self.out_norms[i](x), size).contiguous())
-            if i == self.out_indices[-1]:
-                break
-            x = nlc_to_nchw(x, size)
-        return tuple(outs)
+    @classmethod
+    def blocks_per_stage(cls, arch: dict) -> List[int]:
+        """Two blocks (spatial, channel) per pair."""
+        return [2 * depth for depth in arch['depths']]
+
+    def stage_output(self, index: int, x: torch.Tensor, size: Size,
+                     keep: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The output norm applies to the returned map only; the next stage takes the raw tokens."""
+        out = nlc_to_nchw(self.out_norms[index](x), size).contiguous() if keep else None
+        return nlc_to_nchw(x, size), out
 
 
 def _block_index(match: re.Match) -> str:
@@ -239,15 +247,14 @@ def convert_davit(state_dict: Mapping[str, torch.Tensor]) -> Optional[OrderedDic
     """Official, timm or mmpretrain DaViT state dict -> vitzoo layout; None for other layouts."""
     keys = set(state_dict)
     if any(re.match(r'(backbone\.)?main_blocks\.\d+\.\d+\.[01]\.', k) for k in keys):
-        rules, layout = _OFFICIAL_RULES, 'official'
+        rules = _OFFICIAL_RULES
     elif 'stem.conv.weight' in keys and any(re.match(r'stages\.\d+\.blocks\.\d+\.[01]\.cpe1\.', k) for k in keys):
-        rules, layout = _TIMM_RULES, 'timm'
+        rules = _TIMM_RULES
     elif any(re.match(r'(backbone\.)?stages\.\d+\.blocks\.\d+\.spatial_block\.', k) for k in keys):
         if 'patch_embed.projection.weight' in keys:
             state_dict = OrderedDict((f'backbone.{k}', v) for k, v in state_dict.items())
         dense = any(re.match(r'backbone\.norm[0-2]\.', k) for k in state_dict)
         rules = _MMPRETRAIN_RULES + (_MMPRETRAIN_OUT_NORMS if dense else _MMPRETRAIN_HEAD_NORM)
-        layout = 'mmpretrain'
     else:
         return None
-    return rename_keys(state_dict, rules, layout)
+    return rename_keys(state_dict, rules)

@@ -25,9 +25,8 @@ from torch import nn
 
 from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
-from ..layers import (ConvMlp, DropPath, Mlp, PatchEmbed, Size, SpatialReductionAttention,
-                      nchw_to_nlc, nlc_to_nchw)
-from .base import EmbedStage, VitBackbone, init_vit_weights, normalize_indices, resolve_arch, run_blocks
+from ..layers import Block, ConvMlp, Mlp, PatchEmbed, Size, SpatialReductionAttention, nchw_to_nlc, nlc_to_nchw
+from .base import EmbedStage, VitBackbone, init_vit_weights, run_blocks
 
 
 class TokenBox(NamedTuple):
@@ -159,44 +158,31 @@ class RecursiveAtrousAttention(SpatialReductionAttention):
         return x
 
 
-class LVTBlock(nn.Module):
-    """Pre-norm block: CSA or RASA, then a linear MLP or one with a depthwise conv."""
+ATTENTION_TYPES = ('csa', 'rasa')
 
-    def __init__(self,
-                 dim: int,
-                 num_heads: int,
-                 mlp_ratio: float,
-                 attn_type: str = 'rasa',
-                 conv_mlp: bool = True,
-                 sr_ratio: int = 1,
-                 atrous_rates: Sequence[int] = (1, 3, 5),
-                 recursions: int = 2,
-                 act_layer: Callable[..., nn.Module] = nn.SiLU,
-                 qkv_bias: bool = False,
-                 drop: float = 0.,
-                 attn_drop: float = 0.,
-                 drop_path: float = 0.):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        if attn_type == 'csa':
-            self.attn = ConvSelfAttention(dim, num_heads, attn_drop=attn_drop, proj_drop=drop)
-        elif attn_type == 'rasa':
-            self.attn = RecursiveAtrousAttention(
-                dim, num_heads, sr_ratio=sr_ratio, atrous_rates=atrous_rates, recursions=recursions,
-                act_layer=act_layer, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
-        else:
-            raise ValueError(f"attn_type must be 'csa' or 'rasa', got {attn_type!r}")
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
-        self.conv_mlp = conv_mlp
-        mlp_cls = ConvMlp if conv_mlp else Mlp
-        self.mlp = mlp_cls(dim, int(dim * mlp_ratio), drop=drop)
 
-    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), size))
-        y = self.norm2(x)
-        y = nchw_to_nlc(self.mlp(nlc_to_nchw(y, size))) if self.conv_mlp else self.mlp(y)
-        return x + self.drop_path(y)
+def lvt_block(dim: int,
+              num_heads: int,
+              mlp_ratio: float,
+              attn_type: str = 'rasa',
+              conv_mlp: bool = True,
+              sr_ratio: int = 1,
+              atrous_rates: Sequence[int] = (1, 3, 5),
+              recursions: int = 2,
+              act_layer: Callable[..., nn.Module] = nn.SiLU,
+              qkv_bias: bool = False,
+              drop: float = 0.,
+              attn_drop: float = 0.,
+              drop_path: float = 0.) -> Block:
+    """Pre-norm block (LayerNorm eps 1e-5): CSA or RASA, then a linear MLP or one with a depthwise conv."""
+    if attn_type == 'csa':
+        attn = ConvSelfAttention(dim, num_heads, attn_drop=attn_drop, proj_drop=drop)
+    else:
+        attn = RecursiveAtrousAttention(dim, num_heads, sr_ratio=sr_ratio, atrous_rates=atrous_rates,
+                                        recursions=recursions, act_layer=act_layer, qkv_bias=qkv_bias,
+                                        attn_drop=attn_drop, proj_drop=drop)
+    mlp = (ConvMlp if conv_mlp else Mlp)(dim, int(dim * mlp_ratio), drop=drop)
+    return Block(dim, attn, mlp, drop_path=drop_path, norm_eps=1e-5)
 
 
 class LVTStage(EmbedStage):
@@ -221,7 +207,7 @@ class LVT(VitBackbone):
     Args:
         arch: ``'lvt'`` (the published model, 3.43M parameters) or a dict with ``embed_dims``,
             ``depths``, ``num_heads``, ``mlp_ratios``, ``sr_ratios``, ``attn_types`` (``'csa'`` or
-            ``'rasa'`` per stage) and ``conv_mlps`` (depthwise conv in the MLP, per stage).
+            ``'rasa'``) and ``conv_mlps`` (depthwise conv in the MLP), one entry per stage.
         in_channels: image channels.
         out_indices: stages whose maps are returned.
         qkv_bias: biases on RASA's query and key/value projections (CSA has none).
@@ -251,6 +237,10 @@ class LVT(VitBackbone):
     }
     essential_keys = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios', 'attn_types',
                       'conv_mlps')
+    stage_keys = essential_keys
+
+    paper = 'LVT'
+    flops_note = 'with the attention matmuls, as the LVT paper counts'
 
     def __init__(self,
                  arch: Union[str, dict] = 'lvt',
@@ -267,29 +257,30 @@ class LVT(VitBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
-        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, type(self).__name__)
-        embed_dims, depths = arch['embed_dims'], arch['depths']
-        num_stages = len(depths)
+        super().__init__(arch, out_indices, drop_path_rate, frozen_stages, norm_eval, with_cp, init_cfg,
+                         dropout_rates=dict(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate))
+        arch = self.arch_settings
+        unknown = [t for t in arch['attn_types'] if t not in ATTENTION_TYPES]
+        if unknown:
+            raise ValueError(f"LVT arch['attn_types'] entries must be one of {ATTENTION_TYPES}, got {arch['attn_types']}")
+        embed_dims = arch['embed_dims']
         self.embed_dims = list(embed_dims)
-        self.out_indices = normalize_indices(out_indices, num_stages, 'out_indices')
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        stages, in_chans, cursor = [], in_channels, 0
-        for i in range(num_stages):
+        stages, in_chans = [], in_channels
+        for i, rates in enumerate(self.drop_path_rates):
             kernel, stride = (7, 4) if i == 0 else (3, 2)
             patch_embed = PatchEmbed(in_chans, embed_dims[i], kernel, stride, padding=kernel // 2,
                                      norm_layer=nn.LayerNorm)
             blocks = [
-                LVTBlock(embed_dims[i], arch['num_heads'][i], arch['mlp_ratios'][i],
-                         attn_type=arch['attn_types'][i], conv_mlp=arch['conv_mlps'][i],
-                         sr_ratio=arch['sr_ratios'][i], atrous_rates=atrous_rates, recursions=recursions,
-                         act_layer=act_layer, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
-                         drop_path=dpr[cursor + j])
-                for j in range(depths[i])
+                lvt_block(embed_dims[i], arch['num_heads'][i], arch['mlp_ratios'][i],
+                          attn_type=arch['attn_types'][i], conv_mlp=arch['conv_mlps'][i],
+                          sr_ratio=arch['sr_ratios'][i], atrous_rates=atrous_rates, recursions=recursions,
+                          act_layer=act_layer, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                          drop_path=rate)
+                for rate in rates
             ]
             stages.append(LVTStage(patch_embed, blocks))
-            in_chans, cursor = embed_dims[i], cursor + depths[i]
+            in_chans = embed_dims[i]
         self.stages = nn.ModuleList(stages)
         # MixToken boxes live on the last stage's grid; this scales them to the first stage's.
         self.mix_scale = math.prod(stage.patch_embed.stride for stage in self.stages[1:])
@@ -320,16 +311,7 @@ class LVT(VitBackbone):
         ``mix_box`` (MixToken, training): a box on the last stage's grid; that region of the
         stage-1 tokens is swapped with the batch-flipped sample's.
         """
-        outs = []
-        for i, stage in enumerate(self.stages):
-            box = mix_box.scale(self.mix_scale) if i == 0 and mix_box is not None else None
-            x, size = stage(x, with_cp=self.with_cp, mix_box=box)
-            x = nlc_to_nchw(x, size).contiguous()
-            if i in self.out_indices:
-                outs.append(x)
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
+        return self.run_stages(x, mix_box=None if mix_box is None else mix_box.scale(self.mix_scale))
 
 
 # Official layouts -> vitzoo's: the ImageNet model ``lvt_cls`` (179 tensors, under
@@ -356,4 +338,4 @@ def convert_lvt(state_dict: Mapping[str, torch.Tensor]) -> Optional[OrderedDict]
     keys = set(state_dict)
     if 'backbone.0.0.proj.weight' not in keys or 'backbone.0.1.0.attn.attn.weight' not in keys:
         return None
-    return rename_keys(state_dict, _OFFICIAL_RULES, 'official')
+    return rename_keys(state_dict, _OFFICIAL_RULES)

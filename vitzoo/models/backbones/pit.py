@@ -40,8 +40,8 @@ from torch import nn
 
 from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
-from ..layers import Block, PatchEmbed, Size, nchw_to_nlc, nlc_to_nchw
-from .base import VitBackbone, normalize_indices, resolve_arch, run_blocks
+from ..layers import Attention, Block, Mlp, PatchEmbed, Size, nchw_to_nlc, nlc_to_nchw
+from .base import VitBackbone, check_flag, run_blocks
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
 
@@ -66,6 +66,13 @@ class Pooling(nn.Module):
                 size: Size) -> Tuple[torch.Tensor, torch.Tensor, Size]:
         x = self.conv(nlc_to_nchw(x, size))
         return nchw_to_nlc(x), self.fc(tokens), (x.shape[2], x.shape[3])
+
+
+def vit_block(dim: int, num_heads: int, mlp_ratio: float = 4., drop: float = 0., attn_drop: float = 0.,
+              drop_path: float = 0.) -> Block:
+    """The plain ViT block: LayerNorm eps 1e-6, :class:`Attention` with a fused ``qkv``, :class:`Mlp`."""
+    attn = Attention(dim, num_heads, qkv_bias=True, attn_drop=attn_drop, proj_drop=drop)
+    return Block(dim, attn, Mlp(dim, int(dim * mlp_ratio), drop=drop), drop_path=drop_path, norm_eps=1e-6)
 
 
 class PiTStage(nn.Module):
@@ -113,16 +120,16 @@ class PiT(VitBackbone):
 
     Args:
         arch: ``'ti'``, ``'xs'``, ``'s'``, ``'b'`` (or ``'tiny'``, ``'xsmall'``, ``'small'``,
-            ``'base'``), or a dict with ``base_dims``, ``depths``, ``num_heads``, ``patch_size``
-            and ``stride`` (``mlp_ratio`` defaults to 4). Stage widths are
+            ``'base'``), or a dict with ``base_dims``, ``depths``, ``num_heads`` (one entry per
+            stage), ``patch_size`` and ``stride`` (``mlp_ratio`` defaults to 4). Stage widths are
             ``base_dims[i] * num_heads[i]``.
         distilled: add a distillation token next to the class token (DeiT-style).
         img_size: the input size the position embedding is defined for (pretrained: 224).
         in_channels: image channels.
         out_type: ``'cls_token'``, ``'featmap'`` or ``'pyramid'`` (see the module doc).
-        out_indices: outputs to return: stages (``'featmap'``, default all three) or pyramid
-            levels (``'pyramid'``, default all four); ``'cls_token'`` returns the last stage's
-            tokens only.
+        out_indices: outputs to return: stages (``'featmap'``, default all three, nominal strides
+            8/16/32) or pyramid levels (``'pyramid'``, default all four); ``'cls_token'`` returns
+            the last stage's tokens only.
         drop_rate, attn_drop_rate: dropout after the position embedding, projections and MLPs,
             and on attention weights.
         drop_path_rate: stochastic depth; block ``i`` of ``N`` gets ``drop_path_rate * i / N``.
@@ -142,17 +149,25 @@ class PiT(VitBackbone):
         [(1, 144, 56, 56), (1, 144, 28, 28), (1, 288, 14, 14), (1, 576, 7, 7)]
     """
     arch_zoo = {
-        **dict.fromkeys(['ti', 'tiny'], dict(base_dims=[32, 32, 32], depths=[2, 6, 4],
-                                             num_heads=[2, 4, 8], patch_size=16, stride=8)),
-        **dict.fromkeys(['xs', 'xsmall'], dict(base_dims=[48, 48, 48], depths=[2, 6, 4],
-                                               num_heads=[2, 4, 8], patch_size=16, stride=8)),
-        **dict.fromkeys(['s', 'small'], dict(base_dims=[48, 48, 48], depths=[2, 6, 4],
-                                             num_heads=[3, 6, 12], patch_size=16, stride=8)),
-        **dict.fromkeys(['b', 'base'], dict(base_dims=[64, 64, 64], depths=[3, 6, 4],
-                                            num_heads=[4, 8, 16], patch_size=14, stride=7)),
+        'ti': dict(base_dims=[32, 32, 32], depths=[2, 6, 4], num_heads=[2, 4, 8], patch_size=16, stride=8),
+        'xs': dict(base_dims=[48, 48, 48], depths=[2, 6, 4], num_heads=[2, 4, 8], patch_size=16, stride=8),
+        's': dict(base_dims=[48, 48, 48], depths=[2, 6, 4], num_heads=[3, 6, 12], patch_size=16, stride=8),
+        'b': dict(base_dims=[64, 64, 64], depths=[3, 6, 4], num_heads=[4, 8, 16], patch_size=14, stride=7),
     }
+    arch_aliases = {'tiny': 'ti', 'xsmall': 'xs', 'small': 's', 'base': 'b'}
     essential_keys = ('base_dims', 'depths', 'num_heads', 'patch_size', 'stride')
+    optional_keys = ('mlp_ratio', )
+    stage_keys = ('base_dims', 'depths', 'num_heads')
+    drop_path_reaches_rate = False  # the official rule: block i of N gets drop_path_rate * i / N
     out_types = ('cls_token', 'featmap', 'pyramid')
+
+    paper = 'PiT'
+    flops_note = 'with the attention matmuls, as the PiT paper counts'
+    timm_names = {'ti': 'pit_ti_224', 'xs': 'pit_xs_224', 's': 'pit_s_224', 'b': 'pit_b_224'}
+    distilled_timm_names = {'ti': 'pit_ti_distilled_224', 'xs': 'pit_xs_distilled_224',
+                            's': 'pit_s_distilled_224', 'b': 'pit_b_distilled_224'}
+    builds_for_input_size = True
+    pretrained_missing_ok = (r'pyramid\.', )
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -168,53 +183,36 @@ class PiT(VitBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
-        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, 'PiT')
-        if out_type not in self.out_types:
-            raise ValueError(f'PiT out_type must be one of {self.out_types}, got {out_type!r}')
-        depths, num_heads = arch['depths'], arch['num_heads']
-        num_stages = len(depths)
-        dims = [d * h for d, h in zip(arch['base_dims'], num_heads)]
+        super().__init__(arch, out_indices, drop_path_rate, frozen_stages, norm_eval, with_cp, init_cfg,
+                         dropout_rates=dict(drop_rate=drop_rate, attn_drop_rate=attn_drop_rate),
+                         output_options=dict(out_type=out_type))
+        check_flag('distilled', distilled)
+        arch = self.arch_settings
+        dims = self.stage_dims(arch)
         self.embed_dims = dims
         self.distilled = distilled
         self.num_tokens = 2 if distilled else 1
         self.out_type = out_type
 
-        if out_type == 'cls_token':
-            last = [num_stages - 1]
-            if out_indices is not None and normalize_indices(out_indices, num_stages, 'out_indices') != last:
-                raise ValueError(f"out_type='cls_token' returns the last stage only, got out_indices={out_indices}")
-            self.out_indices = last
-            self.out_channels = (dims[-1], )
-        elif out_type == 'featmap':
-            self.out_indices = normalize_indices(
-                range(num_stages) if out_indices is None else out_indices, num_stages, 'out_indices')
-            self.out_channels = tuple(dims[i] for i in self.out_indices)
-        else:
-            num_levels = len(PYRAMID_STRIDES)
-            self.out_indices = normalize_indices(
-                range(num_levels) if out_indices is None else out_indices, num_levels, 'out_indices')
-            self.out_channels = tuple(([dims[0]] + dims)[i] for i in self.out_indices)
-            self.out_strides = tuple(PYRAMID_STRIDES[i] for i in self.out_indices)
-
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         patch_size, stride = arch['patch_size'], arch['stride']
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if len(img_size) != 2 or not all(isinstance(s, int) and s >= patch_size for s in img_size):
+            raise ValueError(f'PiT img_size must be an int or (H, W), at least the patch size {patch_size}, '
+                             f'got {img_size}')
         grid = tuple((s - patch_size) // stride + 1 for s in img_size)
         self.patch_embed = PatchEmbed(in_channels, dims[0], kernel_size=patch_size, stride=stride)
         self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], *grid))
         self.cls_token = nn.Parameter(torch.zeros(1, self.num_tokens, dims[0]))
         self.pos_drop = nn.Dropout(drop_rate)
 
-        total = sum(depths)
-        stages, cursor = [], 0
-        for i in range(num_stages):
+        stages = []
+        for i, rates in enumerate(self.drop_path_rates):
             blocks = [
-                Block(dims[i], num_heads[i], mlp_ratio=arch.get('mlp_ratio', 4.), drop=drop_rate,
-                      attn_drop=attn_drop_rate, drop_path=drop_path_rate * (cursor + j) / total)
-                for j in range(depths[i])
+                vit_block(dims[i], arch['num_heads'][i], mlp_ratio=arch.get('mlp_ratio', 4.), drop=drop_rate,
+                          attn_drop=attn_drop_rate, drop_path=rate)
+                for rate in rates
             ]
             stages.append(PiTStage(blocks, Pooling(dims[i - 1], dims[i]) if i > 0 else None))
-            cursor += depths[i]
         self.stages = nn.ModuleList(stages)
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6) if out_type == 'cls_token' else nn.Identity()
         if out_type == 'pyramid':
@@ -223,6 +221,48 @@ class PiT(VitBackbone):
         nn.init.trunc_normal_(self.pos_embed, std=.02)
         nn.init.trunc_normal_(self.cls_token, std=.02)
         self._freeze_stages()
+
+    @staticmethod
+    def stage_dims(arch: dict) -> List[int]:
+        """Stage widths: ``base_dims[i] * num_heads[i]``."""
+        return [d * h for d, h in zip(arch['base_dims'], arch['num_heads'])]
+
+    @classmethod
+    def output_layout(cls, arch: dict, out_type: str = 'featmap', **_) -> List[Tuple[int, Optional[int]]]:
+        """Stage maps at nominal strides 8/16/32, pyramid levels at 4/8/16/32, or class tokens (no stride)."""
+        if out_type not in cls.out_types:
+            raise ValueError(f'PiT out_type must be one of {cls.out_types}, got {out_type!r}')
+        dims = cls.stage_dims(arch)
+        if out_type == 'pyramid':
+            if len(dims) != len(PYRAMID_STRIDES) - 1:
+                raise ValueError(f"PiT out_type='pyramid' needs an arch of {len(PYRAMID_STRIDES) - 1} stages, "
+                                 f'got {len(dims)}')
+            return list(zip([dims[0]] + dims, PYRAMID_STRIDES))
+        if out_type == 'featmap':
+            return [(dim, 8 * 2**i) for i, dim in enumerate(dims)]
+        return [(dim, None) for dim in dims]
+
+    @classmethod
+    def select_outputs(cls, arch: dict, out_indices: Optional[Sequence[int]] = None, out_type: str = 'featmap',
+                       **output_options) -> Tuple[List[int], Tuple[int, ...], Tuple[Optional[int], ...]]:
+        """``'cls_token'`` returns the last stage's tokens only."""
+        selected = super().select_outputs(arch, out_indices, out_type=out_type, **output_options)
+        if out_type == 'cls_token':
+            last = len(arch['depths']) - 1
+            if out_indices is not None and selected[0] != [last]:
+                raise ValueError(f"PiT out_type='cls_token' returns the last stage only, got out_indices={out_indices}")
+            return super().select_outputs(arch, last, out_type=out_type)
+        return selected
+
+    @classmethod
+    def timm_name(cls, arch: Optional[Union[str, dict]] = None, distilled: bool = False, **kwargs) -> Optional[str]:
+        name = cls.zoo_name(arch)
+        return (cls.distilled_timm_names if distilled else cls.timm_names).get(name) if name else None
+
+    @property
+    def pretrained_unexpected_ok(self) -> Tuple[str, ...]:
+        """The classifiers' final token norm, which dense outputs do not have."""
+        return () if self.out_type == 'cls_token' else (r'norm\.', )
 
     def stem_modules(self) -> List[nn.Module]:
         return [self.patch_embed, self.pos_drop]
@@ -292,4 +332,4 @@ def convert_pit(state_dict: Mapping[str, torch.Tensor]) -> Optional[OrderedDict]
     if not ({'pos_embed', 'cls_token', 'patch_embed.conv.weight'} <= keys
             and any(k.startswith('transformers.0.blocks.') for k in keys)):
         return None
-    return rename_keys(state_dict, _RULES, 'official' if any(k.startswith('pools.') for k in keys) else 'timm')
+    return rename_keys(state_dict, _RULES)
