@@ -5,18 +5,28 @@ scenes of tools/dataset_converters/toy_dense_dataset.py (ADE20K and COCO-panopti
 a tiny arch of the family's backbone and narrow heads: they test the pipeline, not the numbers.
 The learning tests (``slow``) train the toy demo configs (the published LVT models) and check
 that they learn: mIoU above a threshold, PQ above zero for things and for stuff.
+
+Nothing here lists the families: the backbone classes come from the contract table
+(tests/backbone_table.py, which also gives the tiny arches), the configs of each from the model
+index and the configs on disk (a dense config belongs to the classifiers whose backbone weights
+its backbone holds: same keys and shapes, up to what the dense backbone declares in
+``pretrained_missing_ok`` and ``pretrained_unexpected_ok``).
 """
+import functools
 import glob
 import math
 import os.path as osp
 import re
 import sys
+from typing import List, Optional, Tuple
 
 import pytest
 import torch
 from mmengine.config import Config
 
+from backbone_table import BACKBONES, row_of
 from helpers import REPO, free_port, run_tool
+from vitzoo.apis.model import ModelHub, ModelInfo
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
 from toy_dense_dataset import (ADE20K_CLASSES, CATEGORIES, COCO_STUFF_CLASSES, COCO_THING_CLASSES,  # noqa: E402
@@ -25,46 +35,73 @@ from toy_dense_dataset import (ADE20K_CLASSES, CATEGORIES, COCO_STUFF_CLASSES, C
 SEG_DIR = osp.join(REPO, 'configs', 'segformer')
 PAN_DIR = osp.join(REPO, 'configs', 'panoptic_fpn')
 ALL_CONFIGS = sorted(glob.glob(osp.join(SEG_DIR, '*.py')) + glob.glob(osp.join(PAN_DIR, '*.py')))
-VARIANTS = ['twins-pcpvt-s', 'twins-pcpvt-b', 'twins-pcpvt-l', 'twins-svt-s', 'twins-svt-b', 'twins-svt-l',
-            'davit-t', 'davit-s', 'davit-b', 'pit-ti', 'pit-xs', 'pit-s', 'pit-b', 'pit-ti-distilled',
-            'pit-xs-distilled', 'pit-s-distilled', 'pit-b-distilled', 'lvt']
 SEG_TOY = osp.join(SEG_DIR, 'segformer_lvt_1xb8-1k_toy-64x64.py')
 PAN_TOY = osp.join(PAN_DIR, 'panoptic-fpn_lvt_fpn_1xb4-toy_coco.py')
+TASK_DIRS = {'seg': SEG_DIR, 'panoptic': PAN_DIR}
+backbone_ids = [b.__name__ for b in BACKBONES]
 
-# Tiny arches of every family (arch dict, output channels) for the pipeline tests.
-TINY = {
-    'twins-pcpvt': (dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
-                         mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 1, 1]), [16, 32, 48, 64]),
-    'twins-svt': (dict(embed_dims=[16, 32, 48, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4],
-                       mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 1, 1], window_sizes=[7, 7, 7, 7]),
-                  [16, 32, 48, 64]),
-    'davit': (dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4]), [16, 32, 48, 64]),
-    'pit': (dict(base_dims=[16, 16, 16], depths=[1, 1, 1], num_heads=[1, 2, 4], patch_size=16, stride=8),
-            [16, 16, 32, 64]),
-    'lvt': (dict(embed_dims=[16, 16, 32, 64], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 4], mlp_ratios=[2, 2, 2, 2],
-                 sr_ratios=[8, 4, 2, 1], attn_types=['csa', 'rasa', 'rasa', 'rasa'],
-                 conv_mlps=[False, True, True, True]), [16, 16, 32, 64]),
-}
-# (family, SegFormer config, Panoptic FPN config) trained through the tools
-FAMILIES = [
-    ('twins', 'segformer_twins-svt-s_8xb2-160k_ade20k-512x512.py', 'panoptic-fpn_twins-pcpvt-s_fpn_1x_coco.py'),
-    ('davit', 'segformer_davit-t_8xb2-160k_ade20k-512x512.py', 'panoptic-fpn_davit-t_fpn_1x_coco.py'),
-    ('pit', 'segformer_pit-ti_8xb2-160k_ade20k-512x512.py', 'panoptic-fpn_pit-xs-distilled_fpn_1x_coco.py'),
-    ('lvt', 'segformer_lvt_8xb2-160k_ade20k-512x512.py', 'panoptic-fpn_lvt_fpn_1x_coco.py'),
-]
-# (family, classification config, SegFormer config): a classifier checkpoint loads into the dense model
-CLS_TO_DENSE = [
-    ('twins-pcpvt', 'twins/twins-pcpvt-small_8xb128_in1k.py', 'segformer_twins-pcpvt-s_8xb2-160k_ade20k-512x512.py'),
-    ('twins-svt', 'twins/twins-svt-small_8xb128_in1k.py', 'segformer_twins-svt-s_8xb2-160k_ade20k-512x512.py'),
-    ('davit', 'davit/davit-tiny_4xb256_in1k.py', 'segformer_davit-t_8xb2-160k_ade20k-512x512.py'),
-    ('pit', 'pit/pit-ti_8xb128_in1k.py', 'segformer_pit-ti_8xb2-160k_ade20k-512x512.py'),
-    ('lvt', 'lvt/lvt_8xb128_in1k.py', 'segformer_lvt_8xb2-160k_ade20k-512x512.py'),
-]
-# backbone tensors a dense model has and its family's classifier has not (trained from scratch)
-DENSE_ONLY = {
-    'twins-pcpvt': r'$^', 'twins-svt': r'out_norms\.[0-2]\.', 'davit': r'out_norms\.[0-3]\.',
-    'pit': r'pyramid\.upsample\.', 'lvt': r'$^',
-}
+
+@functools.lru_cache(maxsize=None)
+def load(config: str) -> Config:
+    return Config.fromfile(config)
+
+
+def backbone_args(config: str) -> Tuple[type, dict]:
+    """The backbone class of a config and its other arguments."""
+    from vitzoo.registry import MODELS
+    args = dict(load(config).model.backbone)
+    return MODELS.get(args.pop('type')), args
+
+
+def starts_pretrained(config: str) -> bool:
+    return (backbone_args(config)[1].get('init_cfg') or {}).get('type') == 'Pretrained'
+
+
+@functools.lru_cache(maxsize=None)
+def meta_backbone(config: str) -> torch.nn.Module:
+    """The config's backbone, built without memory (meta tensors)."""
+    backbone, args = backbone_args(config)
+    args.pop('init_cfg', None)
+    with torch.device('meta'):
+        return backbone(**args)
+
+
+def matches_any(patterns, key: str) -> bool:
+    return any(re.match(pattern, key) for pattern in patterns)
+
+
+def holds_weights_of(dense_config: str, classifier: ModelInfo) -> bool:
+    """Whether the dense config's backbone takes the classifier's backbone weights: the same class, the
+    same shapes, and the keys only one of them has declared by the dense backbone."""
+    dense, ours = meta_backbone(dense_config), meta_backbone(classifier.config)
+    if type(dense) is not type(ours):
+        return False
+    dense_sd, cls_sd = dense.state_dict(), ours.state_dict()
+    return (all(dense_sd[k].shape == cls_sd[k].shape for k in set(dense_sd) & set(cls_sd))
+            and all(matches_any(dense.pretrained_missing_ok, k) for k in set(dense_sd) - set(cls_sd))
+            and all(matches_any(dense.pretrained_unexpected_ok, k) for k in set(cls_sd) - set(dense_sd)))
+
+
+def published_classifiers() -> List[ModelInfo]:
+    return [info for info in ModelHub.all() if info.task == 'Image Classification'
+            and (info.weights or (info.converted_from or {}).get('File'))]
+
+
+def dense_configs_from(info: ModelInfo, task: str) -> List[str]:
+    """The ``task`` configs starting from pretrained weights that hold the classifier ``info``'s."""
+    return [c for c in ALL_CONFIGS
+            if osp.dirname(c) == TASK_DIRS[task] and starts_pretrained(c) and holds_weights_of(c, info)]
+
+
+@functools.lru_cache(maxsize=None)
+def smallest_classifier(backbone: type) -> ModelInfo:
+    """The published classifier with the fewest parameters among those of ``backbone``."""
+    return min((i for i in published_classifiers() if backbone_args(i.config)[0] is backbone), key=lambda i: i.params)
+
+
+def dense_config(backbone: type, task: str) -> str:
+    """The first ``task`` config (by name) starting from ``backbone``'s smallest classifier."""
+    return dense_configs_from(smallest_classifier(backbone), task)[0]
 
 
 @pytest.fixture(scope='session')
@@ -82,11 +119,6 @@ def build_model(cfg: Config):
     init_default_scope(cfg.default_scope)
     registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
     return registry.build(replace_syncbn(cfg.model))
-
-
-def family_of(config: str) -> str:
-    name = osp.basename(config)
-    return next(f for f in ('twins-pcpvt', 'twins-svt', 'davit', 'pit', 'lvt') if f'_{f}' in name)
 
 
 def data_overrides(config: str, root: str) -> str:
@@ -115,7 +147,9 @@ test_evaluator = val_evaluator
 def tiny_dense_config(config: str, out_dir: str, root: str, iters: int = 2) -> str:
     """Write a config that trains ``config`` (with a tiny backbone and narrow heads) for ``iters``
     iterations on the toy scenes, 64x64 crops (SegFormer) or the 128x96 images (Panoptic FPN)."""
-    arch, channels = TINY[family_of(config)]
+    backbone, args = backbone_args(config)
+    arch = row_of(backbone, **args).arch  # the contract table's tiny arch of the family
+    channels = backbone.describe_outputs(**dict(args, arch=arch))['channels']
     arch = dict(_delete_=True, **arch)  # replaces the base config's arch name
     path = osp.join(out_dir, 'tiny_' + osp.basename(config))
     common = f'''
@@ -186,10 +220,17 @@ def metrics_of(output: str) -> dict:
 # ----------------------------------------------------------------------------------------- configs
 
 def test_every_backbone_variant_has_both_dense_configs():
+    """Every published classifier has a SegFormer and a Panoptic FPN config whose backbone takes its
+    weights, and each dense config starting from pretrained weights takes those of a classifier."""
+    classifiers = published_classifiers()
+    assert {backbone_args(i.config)[0] for i in classifiers} == set(BACKBONES)
+    for info in classifiers:
+        for task in TASK_DIRS:
+            assert dense_configs_from(info, task), f'{info.name} has no {task} config'
+    for config in ALL_CONFIGS:
+        if starts_pretrained(config):
+            assert any(holds_weights_of(config, info) for info in classifiers), config
     names = {osp.basename(p) for p in ALL_CONFIGS}
-    for variant in VARIANTS:
-        assert f'segformer_{variant}_8xb2-160k_ade20k-512x512.py' in names
-        assert f'panoptic-fpn_{variant}_fpn_1x_coco.py' in names
     assert 'panoptic-fpn_lvt_fpn_ms-3x_coco.py' in names
 
 
@@ -257,31 +298,36 @@ def cls_checkpoints(tmp_path_factory):
     init_default_scope('mmpretrain')
     tmp = tmp_path_factory.mktemp('cls_ckpt')
     out = {}
-    for family, cls_config, _ in CLS_TO_DENSE:
-        cfg = Config.fromfile(osp.join(REPO, 'configs', cls_config))
-        model = MODELS.build(cfg.model)
-        path = str(tmp / f'{family}.pth')
-        torch.save(dict(state_dict=model.state_dict(), meta=dict(config=cls_config)), path)
-        out[family] = (path, {k[len('backbone.'):]: v for k, v in model.state_dict().items()
-                              if k.startswith('backbone.')})
+    for backbone in BACKBONES:
+        info = smallest_classifier(backbone)
+        model = MODELS.build(Config.fromfile(info.config).model)
+        path = str(tmp / f'{backbone.__name__}.pth')
+        torch.save(dict(state_dict=model.state_dict(), meta=dict(config=info.config)), path)
+        out[backbone] = (path, {k[len('backbone.'):]: v for k, v in model.state_dict().items()
+                                if k.startswith('backbone.')})
     return out
 
 
-@pytest.mark.parametrize('family,cls_config,seg_config', CLS_TO_DENSE, ids=[f[0] for f in CLS_TO_DENSE])
-def test_classification_checkpoint_loads_into_dense_model(cls_checkpoints, family, cls_config, seg_config):
-    path, cls_backbone = cls_checkpoints[family]
-    cfg = Config.fromfile(osp.join(SEG_DIR, seg_config))
+@pytest.mark.parametrize('backbone', BACKBONES, ids=backbone_ids)
+def test_classification_checkpoint_loads_into_dense_model(cls_checkpoints, backbone):
+    """Every tensor of the classifier's backbone loads, except those the dense backbone declares it
+    lacks; the dense backbone's other tensors are those it declares classifiers never hold."""
+    path, cls_backbone = cls_checkpoints[backbone]
+    cfg = Config.fromfile(dense_config(backbone, 'seg'))
     cfg.model.backbone.init_cfg.checkpoint = path
     model = build_model(cfg)
     model.init_weights()
     dense = model.backbone.state_dict()
     shared = set(dense) & set(cls_backbone)
     assert shared and all(torch.equal(dense[k], cls_backbone[k]) for k in shared)
-    assert all(re.match(DENSE_ONLY[family], k) for k in set(dense) - shared), set(dense) - shared
+    dense_only, cls_only = set(dense) - shared, set(cls_backbone) - shared
+    assert all(matches_any(model.backbone.pretrained_missing_ok, k) for k in dense_only), dense_only
+    assert all(matches_any(model.backbone.pretrained_unexpected_ok, k) for k in cls_only), cls_only
 
 
 def test_panoptic_model_loads_classification_checkpoint(cls_checkpoints):
-    path, cls_backbone = cls_checkpoints['lvt']
+    from vitzoo.models import LVT
+    path, cls_backbone = cls_checkpoints[LVT]
     cfg = Config.fromfile(osp.join(PAN_DIR, 'panoptic-fpn_lvt_fpn_1x_coco.py'))
     cfg.model.backbone.init_cfg.checkpoint = path
     model = build_model(cfg)
@@ -301,9 +347,10 @@ def test_missing_or_mismatched_checkpoint_is_a_clear_error(cls_checkpoints, tmp_
     cfg.model.backbone.init_cfg.checkpoint = unrelated
     with pytest.raises(RuntimeError, match='resnet.pth.*holds no weights for this backbone'):
         build_model(cfg).init_weights()
-    for other in ('davit', 'twins-pcpvt'):  # another family; the same family with other widths
+    from vitzoo.models import PCPVT, DaViT
+    for other in (DaViT, PCPVT):  # another family; the same family with other widths
         cfg.model.backbone.init_cfg.checkpoint = cls_checkpoints[other][0]
-        with pytest.raises(RuntimeError, match=f'{other}.pth.* does not fit this backbone'):
+        with pytest.raises(RuntimeError, match=f'{other.__name__}.pth.* does not fit this backbone'):
             build_model(cfg).init_weights()
 
 
@@ -341,12 +388,11 @@ def test_toy_dataset_is_deterministic_and_valid(toy_dense_root, tmp_path):
     assert set(np.unique(label)) <= {0} | {c[1] for c in CATEGORIES}
 
 
-@pytest.mark.parametrize('family,seg_config,pan_config', FAMILIES, ids=[f[0] for f in FAMILIES])
-@pytest.mark.parametrize('task', ['seg', 'panoptic'])
-def test_train_and_test_tools(toy_dense_root, tmp_path, family, seg_config, pan_config, task):
+@pytest.mark.parametrize('backbone', BACKBONES, ids=backbone_ids)
+@pytest.mark.parametrize('task', list(TASK_DIRS))
+def test_train_and_test_tools(toy_dense_root, tmp_path, backbone, task):
     """A few iterations through tools/train.py, then tools/test.py reports a finite mIoU / PQ."""
-    config = osp.join(SEG_DIR, seg_config) if task == 'seg' else osp.join(PAN_DIR, pan_config)
-    config = tiny_dense_config(config, str(tmp_path), toy_dense_root)
+    config = tiny_dense_config(dense_config(backbone, task), str(tmp_path), toy_dense_root)
     work_dir = str(tmp_path / 'work')
     run_tool('tools/train.py', config, '--work-dir', work_dir)
     checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()

@@ -16,8 +16,9 @@ configs) run their toolbox's ``predict`` (with post-processing) and ``loss`` aga
 targets (a random label map; three random boxes with box masks, and a label map for panoptic
 models).
 
-``--compare timm`` builds timm's implementation of the same classifier variant (same number of
-classes and drop-path rate) in the same process, checks that both give the same logits for the
+``--compare timm`` builds timm's implementation of the same classifier variant (the name the
+backbone class declares, ``VitBackbone.timm_name``; same number of classes and drop-path rate)
+in the same process, checks that both give the same logits for the
 same weights (timm's, converted as vitzoo loads them), and times both on the same inputs,
 alternating between the two models in each of ``--rounds`` rounds of ``--iters`` iterations.
 Configs without a timm counterpart (LVT, dense models) are timed alone. Throughput is the median
@@ -41,13 +42,6 @@ import torch.nn.functional as F
 
 from vitzoo.apis.model import build_model_from_cfg, load_config
 
-TIMM_NAMES = {
-    'PCPVT': 'twins_pcpvt_{arch}',
-    'SVT': 'twins_svt_{arch}',
-    'DaViT': 'davit_{arch}',
-    'PiT': 'pit_{arch}_224',
-}
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Throughput and peak memory of a vitzoo model')
@@ -68,20 +62,32 @@ def parse_args(argv=None):
     return args
 
 
+def backbone_class(cfg) -> Optional[type]:
+    """The vitzoo backbone class of a config's model, or None for other backbones."""
+    from vitzoo.models.backbones import VitBackbone
+    from vitzoo.registry import MODELS
+    kind = (cfg.model.get('backbone') or {}).get('type')
+    if not isinstance(kind, str) or ('.' in kind and not kind.startswith('vitzoo.')):
+        return None  # a type of another toolbox
+    cls = MODELS.get(kind if '.' in kind else f'vitzoo.{kind}')
+    return cls if isinstance(cls, type) and issubclass(cls, VitBackbone) else None
+
+
 def timm_name(cfg) -> Tuple[Optional[str], str]:
     """``(timm's model name or None, why not)`` for the classifier of a vitzoo config."""
-    backbone = cfg.model.get('backbone') or {}
-    kind = str(backbone.get('type', '')).split('.')[-1]
+    backbone = dict(cfg.model.get('backbone') or {})
+    kind = str(backbone.pop('type', '')).split('.')[-1]
     arch = backbone.get('arch')
     if 'head' not in cfg.model:
         return None, f'timm has classifiers only, no counterpart of {cfg.model.get("type")}'
-    if kind not in TIMM_NAMES:
+    cls = backbone_class(cfg)
+    if cls is None or not cls.timm_names:
         return None, f'timm has no implementation of {kind or cfg.model.get("type")}'
-    if not isinstance(arch, str):
+    if arch is not None and not isinstance(arch, str):
         return None, f'a custom {kind} arch ({arch}) has no timm counterpart'
-    name = TIMM_NAMES[kind].format(arch=arch.lower())
-    if kind == 'PiT' and backbone.get('distilled'):
-        name = name.replace('_224', '_distilled_224')
+    name = cls.timm_name(**backbone)
+    if name is None:
+        return None, f'timm has no {kind} of these arguments ({backbone})'
     return name, ''
 
 
@@ -238,8 +244,8 @@ def build_vitzoo(cfg, x, device):
 def build_timm(cfg, name, num_classes, device, shape):
     import timm
     kwargs = dict(num_classes=num_classes, drop_path_rate=(cfg.model.get('backbone') or {}).get('drop_path_rate', 0.))
-    if name.startswith('pit_'):
-        kwargs['img_size'] = shape  # timm's PiT position embedding has a fixed size
+    if backbone_class(cfg).builds_for_input_size:
+        kwargs['img_size'] = shape  # e.g. PiT: a position embedding of a fixed size
     return timm.create_model(name, pretrained=False, **kwargs).to(device)
 
 
@@ -275,8 +281,9 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict
     name = info.name if info else model_name
     torch.manual_seed(0)
     print(f'=== {name}')
-    if str((cfg.model.get('backbone') or {}).get('type', '')).split('.')[-1] == 'PiT':
-        # the position embedding at the benchmarked size, as timm's (no interpolation per forward)
+    backbone = backbone_class(cfg)
+    if backbone is not None and backbone.builds_for_input_size:
+        # e.g. PiT's position embedding at the benchmarked size, as timm's (no interpolation per forward)
         cfg.model.backbone.img_size = (h, w)
     x = torch.randn(args.batch_size, 3, h, w, device=device)
     model, forward, loss, num_classes = build_vitzoo(cfg, x, device)

@@ -6,9 +6,11 @@
 The tables go between the ``<!-- model-table:start -->`` and ``<!-- model-table:end -->``
 markers: one table per task, classification split by collection, with the index's parameters,
 FLOPs (each family's paper convention for attention matmuls), published metrics, config and
-weights links.
+weights links. The note under each table's FLOPs comes from the backbone classes of its configs
+(``VitBackbone.paper``, ``paper_flops_count_attention``, ``flops_note``).
 """
 import argparse
+import functools
 import os.path as osp
 import sys
 from collections import OrderedDict
@@ -23,17 +25,11 @@ TASK_ORDER = ['Image Classification', 'Semantic Segmentation', 'Panoptic Segment
 METRIC_ORDER = ['Top 1 Accuracy', 'Top 5 Accuracy', 'mIoU', 'PQ', 'PQ_th', 'PQ_st']
 METRIC_HEADERS = {'Top 1 Accuracy': 'Top-1 (%)', 'Top 5 Accuracy': 'Top-5 (%)', 'mIoU': 'mIoU',
                   'PQ': 'PQ', 'PQ_th': 'PQ<sup>th</sup>', 'PQ_st': 'PQ<sup>st</sup>'}
-FLOPS_NOTE = {
-    'SegFormer': 'of the whole model; attention matmuls counted as the backbone family\'s paper does '
-                 '(excluded for Twins, included otherwise)',
+# What the FLOPs of the dense collections count (the backbone classes add their convention).
+DENSE_FLOPS_SCOPE = {
+    'SegFormer': 'of the whole model',
     'Panoptic FPN': 'of the whole model with 1000 fixed proposals in the RoI head (mmdet\'s dummy forward; '
-                    '800x1344 is a 1333x800 image padded to 32); attention matmuls counted as the backbone '
-                    'family\'s paper does (excluded for Twins, included otherwise)',
-    'Twins': 'without the attention matmuls, as the Twins paper counts',
-    'DaViT': 'with the attention matmuls, as the DaViT paper counts',
-    'PiT': 'with the attention matmuls, as the PiT paper counts',
-    'LVT': 'with the attention matmuls, as the LVT paper counts',
-    'Demo': 'without the attention matmuls (Twins convention)',
+                    '800x1344 is a 1333x800 image padded to 32)',
 }
 
 
@@ -54,12 +50,53 @@ def _weights(info) -> str:
     return '-'
 
 
-def _input_size(info) -> str:
+@functools.lru_cache(maxsize=None)
+def _config(path: str):
     from mmengine.config import Config
+    return Config.fromfile(path)
 
+
+def _input_size(info) -> str:
     from vitzoo.apis.complexity import measured_input_shape
-    h, w = measured_input_shape(Config.fromfile(info.config))
+    h, w = measured_input_shape(_config(info.config))
     return f'{h}x{w}'
+
+
+def _backbone_class(info) -> type:
+    from vitzoo.models.backbones import VitBackbone
+    from vitzoo.registry import MODELS
+    kind = _config(info.config).model.backbone.type
+    cls = MODELS.get(kind)
+    if not (isinstance(cls, type) and issubclass(cls, VitBackbone)):
+        raise SystemExit(f'{info.name}: backbone {kind!r} is not a vitzoo backbone; its FLOPs convention is unknown')
+    return cls
+
+
+def flops_note(collection: str, backbones) -> str:
+    """The FLOPs note of a collection whose configs use the ``backbones`` classes.
+
+    A family's own collection takes the family's note; another classification collection (the
+    demo) names the convention it follows; a dense collection states its scope and, per family,
+    whether attention matmuls count.
+    """
+    families = {cls.paper: cls for cls in backbones}
+    if collection in DENSE_FLOPS_SCOPE:
+        excluded = sorted(p for p, cls in families.items() if not cls.paper_flops_count_attention)
+        if not excluded:
+            rule = 'included for every family'
+        elif len(excluded) == len(families):
+            rule = f'excluded for {", ".join(excluded)}'
+        else:
+            rule = f'excluded for {", ".join(excluded)}, included otherwise'
+        return (f'{DENSE_FLOPS_SCOPE[collection]}; attention matmuls counted as the backbone family\'s paper does '
+                f'({rule})')
+    if len(families) != 1:
+        raise SystemExit(f'collection {collection} mixes the backbone families {sorted(families)}: '
+                         f'give it a FLOPs scope in DENSE_FLOPS_SCOPE')
+    (paper, cls), = families.items()
+    if collection == paper:
+        return cls.flops_note
+    return f'{"with" if cls.paper_flops_count_attention else "without"} the attention matmuls ({paper} convention)'
 
 
 def render(models) -> str:
@@ -95,10 +132,8 @@ def render(models) -> str:
                 row += [f'[config]({rel})', _weights(info)]
                 out.append('| ' + ' | '.join(row) + ' |')
             out.append('')
-            note = FLOPS_NOTE.get(collection)
-            if note:
-                out.append(f'FLOPs {note}.')
-                out.append('')
+            out.append(f'FLOPs {flops_note(collection, [_backbone_class(i) for i in group])}.')
+            out.append('')
     return '\n'.join(out).rstrip() + '\n'
 
 

@@ -7,15 +7,10 @@ Element-wise operations, normalisation, softmax and pooling are not counted.
 
 A matrix multiplication whose operands are both activations (``q @ k^T`` and ``attn @ v``, or a
 fused ``scaled_dot_product_attention``) is an *attention matmul*; one with a parameter operand
-(linear layers, LVT's per-position value transform) is not. The papers differ on the former:
-
-* Twins publishes FLOPs without attention matmuls (mmcv-style module-hook counters never see
-  these functional calls): 3.67 / 6.45 / 9.51 G (PCPVT-S/B/L), 2.82 / 8.35 / 14.82 G (SVT-S/B/L).
-  Both the global sub-sampled (GSA) and the locally-grouped (LSA) attention matmuls are left out.
-* DaViT, PiT and LVT count them: 4.54 / 8.80 / 15.51 G, 0.71 / 1.4 / 2.9 / 12.5 G, 0.9 G.
-
-``attn_matmuls='auto'`` follows the paper of the model's backbone family (Twins: excluded,
-others: included); ``'include'`` / ``'exclude'`` force one convention.
+(linear layers, LVT's per-position value transform) is not. The papers differ on the former
+(Twins leaves them out, DaViT, PiT and LVT count them); each backbone class declares its paper's
+convention (``VitBackbone.paper_flops_count_attention``). ``attn_matmuls='auto'`` follows the
+model's backbone; ``'include'`` / ``'exclude'`` force one convention.
 """
 from collections import Counter
 from dataclasses import dataclass
@@ -42,9 +37,6 @@ _SDPA = {
     aten._scaled_dot_product_flash_attention, aten._scaled_dot_product_cudnn_attention,
     aten._flash_attention_forward, aten._efficient_attention_forward
 }
-# Backbone families whose papers leave attention matmuls out of their FLOPs.
-_FAMILIES_WITHOUT_ATTENTION = {'vitzoo.models.backbones.twins': 'Twins'}
-
 
 class _MacCounter(TorchDispatchMode):
     """Counts MACs per op, split into attention matmuls and the rest."""
@@ -104,13 +96,14 @@ def count_macs(model: nn.Module, forward, *args, **kwargs) -> Tuple[int, int]:
 
 
 def paper_includes_attention(model: nn.Module) -> Tuple[bool, str]:
-    """``(whether the family's paper counts attention matmuls, family name)``."""
+    """``(whether the family's paper counts attention matmuls, the paper's name)``, as the model's
+    vitzoo backbone declares them; ``(True, class name)`` for other models."""
+    from vitzoo.models.backbones import VitBackbone
     backbone = getattr(model, 'backbone', None)
     modules = [backbone] if isinstance(backbone, nn.Module) else list(model.modules())
     for module in modules:
-        family = _FAMILIES_WITHOUT_ATTENTION.get(type(module).__module__)
-        if family:
-            return False, family
+        if isinstance(module, VitBackbone):
+            return module.paper_flops_count_attention, module.paper
     name = type(backbone).__name__ if isinstance(backbone, nn.Module) else type(model).__name__
     return True, name
 
