@@ -100,7 +100,7 @@ def test_output_channels_strides_and_sizes(row, size):
 @each_row
 def test_describe_outputs_of_every_zoo_arch_matches_the_built_model(row):
     cls = row.backbone
-    for arch in [None, *cls.arch_zoo, *cls.arch_aliases]:
+    for arch in [None, *cls.arch_zoo]:
         kwargs = dict(row.kwargs, **({} if arch is None else dict(arch=arch)))
         with torch.device('meta'):
             model = cls(**kwargs)
@@ -114,7 +114,7 @@ def test_describe_outputs_of_every_zoo_arch_matches_the_built_model(row):
 @each_row
 def test_out_indices_subsets_give_the_same_maps(row):
     full = build(row).eval()
-    x = torch.randn(1, 3, 97, 61)
+    x = torch.randn(1, 3, 45, 37)
     with torch.no_grad():
         maps = full(x)
     n = len(row.channels)
@@ -149,8 +149,7 @@ def expected_frozen(name: str, k: int) -> bool:
 @pytest.mark.parametrize('k', [0, 2, 'all'])
 def test_frozen_stages(row, k):
     dropout = dict(drop_rate=0.3) if accepts(row, 'drop_rate') else {}
-    model = build(row, drop_path_rate=0.5, **dropout)
-    k = len(model.stages) if k == 'all' else k
+    k = len(row.arch['depths']) if k == 'all' else k
     model = build(row, drop_path_rate=0.5, frozen_stages=k, **dropout)
     model.train()
     for name, param in model.named_parameters():
@@ -159,7 +158,7 @@ def test_frozen_stages(row, k):
         assert all(m.training is (i >= k) for m in stage.modules()), i
 
     stage_outputs = record_outputs(model.stages)
-    x = torch.randn(2, 3, 64, 48)
+    x = torch.randn(2, 3, 32, 32)
     outs = []
     for seed in (1, 2):
         torch.manual_seed(seed)
@@ -198,7 +197,7 @@ def test_with_cp_recomputes_the_blocks_with_equal_outputs_and_gradients(row):
     plain = build(row, drop_path_rate=0.2).train()
     checkpointed = build(row, drop_path_rate=0.2, with_cp=True).train()
     checkpointed.load_state_dict(plain.state_dict(), strict=True)
-    x = torch.randn(2, 3, 61, 47)
+    x = torch.randn(2, 3, 64, 40)
     results = []
     for model in (plain, checkpointed):
         calls = count_calls(blocks_of(model))
@@ -229,7 +228,7 @@ def test_drop_path_schedule(row):
     assert rates == pytest.approx([rate * i / denominator for i in range(n)])
     assert sum(isinstance(m, DropPath) for m in model.modules()) == n  # one per block, nothing else
 
-    x = torch.randn(2, 3, 64, 48)
+    x = torch.randn(2, 3, 32, 32)
     outs = []
     for seed in (1, 2):
         torch.manual_seed(seed)
@@ -332,7 +331,7 @@ def test_batch_independence(row):
     """In eval mode an image's maps do not depend on the other images of the batch (odd sizes:
     window padding, with and without its mask)."""
     model = build(row).eval()
-    x = torch.randn(3, 3, 97, 61)
+    x = torch.randn(3, 3, 45, 37)
     has_mask = any(hasattr(m, 'mask_padding') for m in model.modules())
     for mask_padding in ([False, True] if has_mask else [False]):
         set_mask_padding(model, mask_padding)
