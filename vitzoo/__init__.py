@@ -7,6 +7,10 @@ from .version import __version__, version_info
 # Lets configs inherit vitzoo's with ``_base_ = 'vitzoo::twins/twins-pcpvt-small_8xb128_in1k.py'``
 # once vitzoo is imported (tools/*.py import it first).
 MODULE2PACKAGE.setdefault('vitzoo', 'vitzoo')
+# mmengine finds the `mmseg::` (and `mmdet::`, `mmpretrain::`) configs through the distribution
+# name; the onedl-* distributions have their own, and under the default names mmengine's
+# get_config would pip-install the frozen open-mmlab releases, which break these.
+MODULE2PACKAGE.update(mmdet='onedl-mmdetection', mmseg='onedl-mmsegmentation', mmpretrain='onedl-mmpretrain')
 
 # The model-zoo API, imported on first use so that ``import vitzoo`` stays light.
 _LAZY = {
