@@ -3,6 +3,7 @@ checkpoint writes, exact resume, non-finite losses, and downloads from a misbeha
 import glob
 import hashlib
 import http.server
+import io
 import math
 import os
 import os.path as osp
@@ -678,3 +679,24 @@ def test_cached_copy_remedy_names_the_file(flaky_server, tmp_path, monkeypatch):
     monkeypatch.setenv('VITZOO_CACHE', str(tmp_path / 'default'))
     assert cached_copy_remedy(str(tmp_path / 'default' / 'x.pth')).startswith('it is the downloaded copy')
     assert cached_copy_remedy(str(tmp_path / 'mine' / 'model.pth')) is None
+
+
+def test_a_damaged_cached_checkpoint_is_named_with_its_remedy(flaky_server, tmp_path, monkeypatch):
+    """A cached download that no longer loads: the error names the cached file and how to replace it."""
+    from vitzoo.models.checkpoint import UnreadableCheckpointError, read_checkpoint
+    server, url = flaky_server
+    buffer = io.BytesIO()
+    torch.save({'w': torch.ones(3)}, buffer)
+    server.files['good.pth'] = (buffer.getvalue(), '"v1"')
+    monkeypatch.setenv('VITZOO_CACHE', str(tmp_path / 'cache'))
+    assert torch.equal(read_checkpoint(f'{url}/good.pth')['w'], torch.ones(3))
+    cached = str(tmp_path / 'cache' / 'good.pth')
+    with open(cached, 'r+b') as f:
+        f.truncate(40)  # the disk filled up, or someone edited the cache
+    path = re.escape(cached)
+    with pytest.raises(UnreadableCheckpointError, match=rf'good.pth \(cached as {path}\).*\(rm {path}\) and the '
+                       'next run downloads it again'):
+        read_checkpoint(f'{url}/good.pth')
+    open(cached, 'wb').close()
+    with pytest.raises(UnreadableCheckpointError, match=r'is empty \(0 bytes\).*remove it \(rm'):
+        read_checkpoint(f'{url}/good.pth')

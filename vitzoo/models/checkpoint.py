@@ -127,21 +127,23 @@ def read_checkpoint(filename: PathLike, map_location='cpu'):
     """
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from ..utils.download import is_url, resolve_checkpoint
+    from ..utils.download import cached_copy_remedy, is_url, resolve_checkpoint
     name = os.fspath(filename)
     if '://' in name and not is_url(name):
         return CheckpointLoader.load_checkpoint(name, map_location=map_location, logger='silent')
     path = resolve_checkpoint(name)
+    where = name if path == name else f'{name} (cached as {path})'
+    remedy = cached_copy_remedy(path) or 'delete it and save or download it again'
     if osp.getsize(path) == 0:
-        raise UnreadableCheckpointError(f'checkpoint {name} is empty (0 bytes): an interrupted save or '
-                                        'download? Delete it and save or download it again')
+        raise UnreadableCheckpointError(f'checkpoint {where} is empty (0 bytes): an interrupted save or '
+                                        f'download? {remedy[0].upper()}{remedy[1:]}')
     try:
         return CheckpointLoader.load_checkpoint(path, map_location=map_location, logger='silent')
     except Exception as err:  # noqa: BLE001  (torch and pickle raise many types for a bad file)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = str(err).strip().splitlines()[0].rstrip('.') if str(err).strip() else type(err).__name__
         raise UnreadableCheckpointError(
-            f'cannot read checkpoint {name} ({osp.getsize(path)} bytes): {reason}. It is truncated or not a '
-            'file written by torch.save; delete it and save or download it again') from err
+            f'cannot read checkpoint {where} ({osp.getsize(path)} bytes): {reason}. It is truncated or not a '
+            f'file written by torch.save; {remedy}') from err
 
 
 def unwrap_state_dict(checkpoint, source: Optional[PathLike] = None) -> StateDict:
