@@ -9,7 +9,7 @@ _LAZY = {
     'ExportSpec': '.graph', 'InferenceGraph': '.graph', 'UnsupportedExportError': '.graph',
     'build_inference_graph': '.graph', 'OUTPUT_KINDS': '.graph',
     'ExportResult': '.export', 'export_model': '.export', 'verify_export': '.export',
-    'ExportVerificationError': '.export', 'verification_sizes': '.export',
+    'ExportVerificationError': '.export', 'DynamicShapeError': '.export', 'verification_sizes': '.export',
     'ExportedModel': '.runtime', 'load_exported': '.runtime', 'is_exported_file': '.runtime',
 }
 

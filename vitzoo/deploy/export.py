@@ -25,8 +25,8 @@ from torch.utils import _pytree as pytree
 from ..utils.atomic import replace_durably, temporary_name
 from .graph import InferenceGraph, build_inference_graph
 
-__all__ = ['ExportResult', 'ExportVerificationError', 'export_model', 'verify_export', 'verification_sizes',
-           'FORMATS', 'MIN_SIDE', 'MAX_SIDE', 'MAX_BATCH']
+__all__ = ['ExportResult', 'ExportVerificationError', 'DynamicShapeError', 'export_model', 'verify_export',
+           'verification_sizes', 'FORMATS', 'MIN_SIDE', 'MAX_SIDE', 'MAX_BATCH']
 
 FORMATS = ('onnx', 'pt2')
 MIN_SIDE, MAX_SIDE, MAX_BATCH = 32, 4096, 1024
@@ -36,6 +36,10 @@ DIMS = {0: 'batch', 2: 'height', 3: 'width'}
 
 class ExportVerificationError(RuntimeError):
     """The exported file's outputs differ from PyTorch's beyond the tolerance."""
+
+
+class DynamicShapeError(ValueError):
+    """The model cannot be exported with the dynamic sizes asked for; the message says what to do."""
 
 
 @dataclass
@@ -127,13 +131,19 @@ def trace(graph: InferenceGraph, example: torch.Tensor, dynamic: bool, log: Call
             message = str(error)
             if not dynamic or 'Constraints violated' not in message:
                 raise
+            if 'Specializations unexpectedly required' in message:
+                named = message.split('Specializations unexpectedly required (', 1)[1].split(')', 1)[0]
+                raise DynamicShapeError(
+                    f'the model computes with a fixed {named} (a Python branch on the input size), so it cannot '
+                    f'be exported with a dynamic {named}: export without --dynamic at the size you need. '
+                    f'torch.export says:\n{message.split("The error above", 1)[0].strip()}') from error
             if 'Suggested fixes' in message:
                 log('narrowing the dynamic sizes as torch.export suggests:\n  ' +
                     message.split('Suggested fixes:', 1)[1].strip().split('\n\n')[0].replace('\n', '\n  '))
                 dynamic_shapes = refine_dynamic_shapes_from_suggested_fixes(message, dynamic_shapes)
             else:  # e.g. "last map != 1": no range suggested; raise the minimum of the sizes named
                 dynamic_shapes = _raise_minimum(dynamic_shapes, message, example, log)
-    raise RuntimeError('torch.export kept narrowing the dynamic sizes; export with a fixed --shape instead')
+    raise DynamicShapeError('torch.export kept narrowing the dynamic sizes; export without --dynamic instead')
 
 
 def _raise_minimum(dynamic_shapes: dict, message: str, example: torch.Tensor, log: Callable[[str], None]) -> dict:
@@ -146,7 +156,7 @@ def _raise_minimum(dynamic_shapes: dict, message: str, example: torch.Tensor, lo
             continue
         low = 2 if name == 'batch' else 2 * dims[index].min
         if low > example.shape[index]:
-            raise RuntimeError(f'the model needs {name} >= {low} in a dynamic export, but the export size has '
+            raise DynamicShapeError(f'the model needs {name} >= {low} in a dynamic export, but the export size has '
                                f'{name} {example.shape[index]}: pass a larger --shape')
         log(f'the model does not accept every {name} from {dims[index].min}: exporting with {name} >= {low}')
         dims[index] = Dim(name, min=low, max=dims[index].max)
