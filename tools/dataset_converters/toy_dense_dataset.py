@@ -21,6 +21,10 @@ The same scenes are written twice, in the layouts mmseg and mmdet read:
   ``id``, ``category_id``, ``iscrowd``, ``bbox`` (x, y, w, h of the visible mask) and ``area``,
   and ``categories`` with the real COCO ids and names (person 1, car 3, sports ball 37, road
   149, sky-other-merged 187, grass-merged 193) and ``isthing``; VOID (id 0) on the clutter.
+* ``<out>/coco/annotations/instances_{train,val}2017.json``: the things of the panoptic
+  annotations in COCO's detection layout (box, area and RLE mask of the visible part of each
+  thing; the three thing categories), for detectors and instance segmentation (Mask R-CNN,
+  RetinaNet). A dataset generated before these files existed gets them on the next run.
 
 Configs use them with ``metainfo=dict(classes=...)`` (see ``ADE20K_CLASSES``,
 ``COCO_THING_CLASSES``, ``COCO_STUFF_CLASSES`` below and
@@ -171,6 +175,7 @@ def generate(out_dir: str, num_train: int = 64, num_val: int = 16, width: int = 
     settings = dict(num_train=num_train, num_val=num_val, width=width, height=height, seed=seed, version=1)
     counts = earlier_export(out_dir, 'toy_dense.json', settings, 'a toy dense dataset')
     if counts is not None:
+        write_instances(osp.join(out_dir, 'coco'))
         return counts
     if min(width, height) < 64:
         raise SystemExit('--width and --height must be at least 64 (the scenes need room for their objects)')
@@ -195,15 +200,47 @@ def generate(out_dir: str, num_train: int = 64, num_val: int = 16, width: int = 
             json.dump(dict(info=dict(description='vitzoo toy dense dataset', settings=settings), licenses=[],
                            images=images, annotations=annotations, categories=categories), f)
         counts[coco_split] = num
+    write_instances(coco_root)
     mark_export(out_dir, 'toy_dense.json', settings, counts)
     return counts
+
+
+def write_instances(coco_root: str) -> None:
+    """``annotations/instances_<split>.json`` from the panoptic annotations of each split (the things only);
+    splits that have it are left as they are."""
+    from panopticapi.utils import rgb2id
+    from pycocotools import mask as mask_utils
+    for _, split in SPLITS:
+        path = osp.join(coco_root, 'annotations', f'instances_{split}.json')
+        if osp.exists(path):
+            continue
+        with open(osp.join(coco_root, 'annotations', f'panoptic_{split}.json')) as f:
+            panoptic = json.load(f)
+        things = {c['id'] for c in panoptic['categories'] if c['isthing']}
+        annotations = []
+        for ann in panoptic['annotations']:
+            png = osp.join(coco_root, 'annotations', f'panoptic_{split}', ann['file_name'])
+            ids = rgb2id(np.array(Image.open(png)))
+            for seg in ann['segments_info']:
+                if seg['category_id'] not in things:
+                    continue
+                rle = mask_utils.encode(np.asfortranarray((ids == seg['id']).astype(np.uint8)))
+                annotations.append(dict(id=len(annotations) + 1, image_id=ann['image_id'],
+                                        category_id=seg['category_id'], iscrowd=0, bbox=seg['bbox'],
+                                        area=seg['area'], segmentation=dict(size=rle['size'],
+                                                                            counts=rle['counts'].decode('ascii'))))
+        instances = dict(info=panoptic['info'], licenses=[], images=panoptic['images'], annotations=annotations,
+                         categories=[c for c in panoptic['categories'] if c['isthing']])
+        with open(path + '.part', 'w') as f:
+            json.dump(instances, f)
+        os.replace(path + '.part', path)
 
 
 def main():
     args = parse_args()
     counts = generate(args.out_dir, args.num_train, args.num_val, args.width, args.height, args.seed)
     print(f'toy dense dataset in {args.out_dir}: {counts["train2017"]} training and {counts["val2017"]} '
-          f'validation scenes (ADE20K layout under ade/ADEChallengeData2016, COCO panoptic under coco/)')
+          f'validation scenes (ADE20K layout under ade/ADEChallengeData2016, COCO panoptic and instances under coco/)')
 
 
 if __name__ == '__main__':
