@@ -39,9 +39,7 @@ TINY = {
                                 stride=8)),
         head=dict(in_channels=32, num_classes=7))),
     'lvt': ('lvt_3rdparty_8xb128_in1k', dict(
-        # two heads in every stage: a single CSA head leaves size-1 dims that pin the batch to >= 2 (the
-        # tool then says so); the published LVT has 2/2/5/8 heads and exports every batch size
-        backbone=dict(arch=dict(_delete_=True, embed_dims=[16, 16, 24, 32], depths=[1, 1, 1, 1], num_heads=[2, 2, 2, 2],
+        backbone=dict(arch=dict(_delete_=True, embed_dims=[16, 16, 24, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
                                 mlp_ratios=[2, 2, 2, 2], sr_ratios=[8, 4, 2, 1],
                                 attn_types=['csa', 'rasa', 'rasa', 'rasa'], conv_mlps=[False, True, True, True])),
         head=dict(in_channels=32, num_classes=7, num_heads=2, num_cls_blocks=1))),
