@@ -14,8 +14,8 @@ import torch
 
 import vitzoo
 from helpers import REPO, load_tool, randomize_
-from vitzoo.deploy import (DynamicShapeError, ExportedModel, ExportVerificationError, UnsupportedExportError,
-                           build_inference_graph, export_model, verify_export)
+from vitzoo.deploy import (DynamicShapeError, ExportedModel, UnsupportedExportError, build_inference_graph,
+                           export_model, verify_export)
 
 # family -> (index name, model overrides of a small arch)
 TINY = {
@@ -28,15 +28,16 @@ TINY = {
                                 mlp_ratios=[2, 2, 2, 2], sr_ratios=[8, 4, 2, 1], window_sizes=[7, 7, 7, 7])),
         head=dict(in_channels=48, num_classes=7))),
     'davit': ('davit-tiny_3rdparty_in1k', dict(
-        backbone=dict(arch=dict(_delete_=True, embed_dims=[16, 24, 32, 48], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])),
+        backbone=dict(arch=dict(_delete_=True, embed_dims=[16, 24, 32, 48], depths=[1, 1, 1, 1],
+                                num_heads=[1, 1, 2, 2])),
         head=dict(in_channels=48, num_classes=7))),
     'pit': ('pit-ti_3rdparty_8xb128_in1k', dict(
-        backbone=dict(arch=dict(_delete_=True, base_dims=[8, 8, 8], depths=[1, 1, 1], num_heads=[1, 2, 4], patch_size=16,
-                                stride=8)),
+        backbone=dict(arch=dict(_delete_=True, base_dims=[8, 8, 8], depths=[1, 1, 1], num_heads=[1, 2, 4],
+                                patch_size=16, stride=8)),
         head=dict(in_channels=32, num_classes=7))),
     'pit-distilled': ('pit-ti-distilled_3rdparty_8xb128_in1k', dict(
-        backbone=dict(arch=dict(_delete_=True, base_dims=[8, 8, 8], depths=[1, 1, 1], num_heads=[1, 2, 4], patch_size=16,
-                                stride=8)),
+        backbone=dict(arch=dict(_delete_=True, base_dims=[8, 8, 8], depths=[1, 1, 1], num_heads=[1, 2, 4],
+                                patch_size=16, stride=8)),
         head=dict(in_channels=32, num_classes=7))),
     'lvt': ('lvt_3rdparty_8xb128_in1k', dict(
         backbone=dict(arch=dict(_delete_=True, embed_dims=[16, 16, 24, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],

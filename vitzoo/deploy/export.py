@@ -165,7 +165,8 @@ def _raise_minimum(dynamic_shapes: dict, message: str, example: torch.Tensor, lo
 
 def allowed_sizes(program, example: torch.Tensor) -> Dict[str, dict]:
     """``{batch, height, width: {min, max, step, offset}}`` of the program's input."""
-    node = next(n for n in program.graph.nodes if n.op == 'placeholder' and n.name == program.graph_signature.user_inputs[0])
+    name = program.graph_signature.user_inputs[0]
+    node = next(n for n in program.graph.nodes if n.op == 'placeholder' and n.name == name)
     shape = node.meta['val'].shape
     allowed = {}
     for dim, name in DIMS.items():

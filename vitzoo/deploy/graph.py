@@ -104,7 +104,8 @@ def _default_output(task: str) -> str:
     return _TASK_OUTPUTS[task][0]
 
 
-def build_inference_graph(model: nn.Module, output: Optional[str] = None, backbone_only: bool = False) -> InferenceGraph:
+def build_inference_graph(model: nn.Module, output: Optional[str] = None,
+                          backbone_only: bool = False) -> InferenceGraph:
     """The eval-mode :class:`InferenceGraph` of a model built by :func:`vitzoo.get_model`.
 
     ``output``: one of :data:`OUTPUT_KINDS` (default: the task's, ``logits`` or ``seg_logits``);
@@ -118,7 +119,8 @@ def build_inference_graph(model: nn.Module, output: Optional[str] = None, backbo
     task = model_task(model)
     if backbone_only:
         if output not in (None, 'features'):
-            raise ValueError(f'backbone_only exports the backbone features; it cannot be combined with output={output!r}')
+            raise ValueError('backbone_only exports the backbone features; it cannot be combined with '
+                             f'output={output!r}')
         output = 'features'
     allowed = _TASK_OUTPUTS[task]
     name = getattr(getattr(model, '_metainfo', None), 'name', None) or type(model).__name__

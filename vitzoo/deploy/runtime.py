@@ -133,7 +133,8 @@ def inference_exported(model, images: list) -> List[dict]:
     scope = task_scope(cfg)
     classes = exported.meta.get('classes')
     if spec['output'] == 'logits':
-        steps = [t for t in cfg.test_dataloader.dataset.pipeline if str(t['type']).split('.')[-1] != 'LoadImageFromFile']
+        steps = [t for t in cfg.test_dataloader.dataset.pipeline
+                 if str(t['type']).split('.')[-1] != 'LoadImageFromFile']
     else:
         steps = [t for t in (cfg.get('test_pipeline') or cfg.test_dataloader.dataset.pipeline)
                  if str(t['type']).split('.')[-1] not in ('LoadImageFromFile', 'LoadAnnotations')]
@@ -153,7 +154,8 @@ def inference_exported(model, images: list) -> List[dict]:
                                 pred_scores=scores.numpy()))
         else:
             align = bool(cfg.model.decode_head.get('align_corners', False))
-            logits = torch.nn.functional.interpolate(logits, size=img.shape[:2], mode='bilinear', align_corners=align)[0]
+            logits = torch.nn.functional.interpolate(logits, size=img.shape[:2], mode='bilinear',
+                                                     align_corners=align)[0]
             results.append(dict(pred_sem_seg=logits.argmax(dim=0).numpy().astype(np.int64), seg_logits=logits.numpy(),
                                 classes=tuple(classes or ())))
     return results
