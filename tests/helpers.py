@@ -28,7 +28,8 @@ def run_tool(*args, timeout: int = 600, env=None, check: bool = True) -> subproc
     cmd = ['bash', *args] if args[0].endswith('.sh') else [sys.executable, *args]
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
+        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
+                             f'{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
     return proc
 
 
@@ -236,7 +237,8 @@ def assert_holds_every_tensor(state: Mapping[str, torch.Tensor], foreign: Mappin
     assert not missing and not unexpected, (f'vitzoo tensors no foreign key maps to: {missing[:8]}; '
                                             f'mapped keys vitzoo lacks: {unexpected[:8]}')
     wrong = [f'{v} <- {f}' for v, f in expected.items() if not torch.equal(state[v], foreign[f])]
-    assert not wrong, f'{len(wrong)} of {len(expected)} tensors differ from the foreign tensor they should hold: {wrong[:8]}'
+    assert not wrong, (f'{len(wrong)} of {len(expected)} tensors differ from the foreign tensor they should hold: '
+                       f'{wrong[:8]}')
 
 
 def window_attention_reference(attn: nn.Module, x: torch.Tensor, size: Tuple[int, int],

@@ -86,8 +86,10 @@ MMPRETRAIN_TO_VITZOO = [
      lambda m: f'backbone.stages.{int(m[1]) + 1}.patch_embed.proj.{m[2]}'),
     (r'backbone\.stages\.(\d)\.downsample\.norm\.(weight|bias)',
      lambda m: f'backbone.stages.{int(m[1]) + 1}.patch_embed.norm.{m[2]}'),
-    (MM_BLOCK + r'(cpe1\.proj|cpe2\.proj|norm1|norm2)\.(weight|bias)', lambda m: f'{block(*m.groups()[:3])}.{m[4]}.{m[5]}'),
-    (MM_BLOCK + r'attn\.(?:w_msa\.)?(qkv|proj)\.(weight|bias)', lambda m: f'{block(*m.groups()[:3])}.attn.{m[4]}.{m[5]}'),
+    (MM_BLOCK + r'(cpe1\.proj|cpe2\.proj|norm1|norm2)\.(weight|bias)',
+     lambda m: f'{block(*m.groups()[:3])}.{m[4]}.{m[5]}'),
+    (MM_BLOCK + r'attn\.(?:w_msa\.)?(qkv|proj)\.(weight|bias)',
+     lambda m: f'{block(*m.groups()[:3])}.attn.{m[4]}.{m[5]}'),
     (MM_BLOCK + r'ffn\.layers\.0\.0\.(weight|bias)', lambda m: f'{block(*m.groups()[:3])}.mlp.fc1.{m[4]}'),
     (MM_BLOCK + r'ffn\.layers\.1\.(weight|bias)', lambda m: f'{block(*m.groups()[:3])}.mlp.fc2.{m[4]}'),
     (r'backbone\.norm3\.(weight|bias)', r'head.norm.\1'),  # the zoo classifiers: the official head norm
@@ -251,7 +253,8 @@ def test_matches_mmpretrain_implementation_only_with_its_two_deviations_fixed():
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
     arch = dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8])
     mm = MMPRETRAIN_MODELS.build(dict(
-        type='mmpretrain.ImageClassifier', backbone=dict(type='mmpretrain.DaViT', arch=arch), neck=dict(type='GlobalAveragePooling'),
+        type='mmpretrain.ImageClassifier', backbone=dict(type='mmpretrain.DaViT', arch=arch),
+        neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=10, in_channels=128))).eval()
     mm.init_weights()
     randomize_(mm)

@@ -201,7 +201,7 @@ def test_output_shapes(dense_models, arch, patch, stride, dims, size):
         levels = pyramid.pyramid(list(maps), (H, W))
         if size == (225, 250):
             outs = pyramid(x)
-            assert all(o.is_contiguous() and torch.equal(o, l) for o, l in zip(outs, levels, strict=True))
+            assert all(o.is_contiguous() and torch.equal(o, level) for o, level in zip(outs, levels, strict=True))
     expected = [(1, c, h, w) for c, h, w in zip(dims, grid(H, patch, stride), grid(W, patch, stride))]
     assert [tuple(m.shape) for m in maps] == expected
     if size == (224, 224):
