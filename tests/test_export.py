@@ -214,3 +214,25 @@ def test_tool_exits_non_zero_when_the_export_differs_from_pytorch(monkeypatch, t
     assert 'differs from the PyTorch model beyond 0.0001 at 1x32x32' in capsys.readouterr().err
     assert tool.main(['twins-pcpvt-tiny_1xb64_digits', '-o', str(tmp_path / 'digits.pt2')]) == 0  # unbroken
     assert 'verified: max |diff|' in capsys.readouterr().out
+
+
+def test_benchmark_backend_onnxruntime_arguments(capsys):
+    benchmark = load_tool('analysis_tools/benchmark')
+    for extra, message in ((['--compare', 'timm'], 'choose one'), (['--device', 'cuda'], 'pass --device cpu')):
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(['twins-pcpvt-tiny_1xb64_digits', '--backend', 'onnxruntime', *extra])
+        assert message in capsys.readouterr().err
+    assert benchmark.parse_args(['x', '--backend', 'onnxruntime', '--device', 'cpu']).mode == 'infer'
+
+
+@pytest.mark.slow
+def test_benchmark_times_onnxruntime_against_pytorch(tmp_path):
+    import json
+    out = tmp_path / 'bench.json'
+    load_tool('analysis_tools/benchmark').main(
+        ['twins-pcpvt-tiny_1xb64_digits', '--backend', 'onnxruntime', '--device', 'cpu', '--batch-size', '2',
+         '--shape', '32', '--warmup', '1', '--iters', '2', '--rounds', '1', '--json', str(out)])
+    report = json.loads(out.read_text())[0]
+    assert report['max_output_difference'] <= 1e-4
+    row = report['results'][0]
+    assert row['mode'] == 'infer' and row['onnxruntime']['img_per_s'] > 0 and row['vitzoo']['img_per_s'] > 0
