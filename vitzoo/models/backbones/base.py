@@ -171,6 +171,12 @@ class VitBackbone(BaseModule):
     #: this backbone lacks. Instance properties where they depend on the constructor's arguments.
     pretrained_missing_ok: Tuple[str, ...] = ()
     pretrained_unexpected_ok: Tuple[str, ...] = ()
+    #: Parameter-name substrings (MMEngine ``paramwise_cfg.custom_keys``) the family's recipe trains
+    #: without weight decay besides norms and biases: position embeddings, tokens
+    #: (``tools/misc/swap_backbone.py --recipe``).
+    no_weight_decay_keys: Tuple[str, ...] = ()
+    #: Constructor arguments that give the maps dense models take (FPN necks, decode heads).
+    dense_output_options: Dict[str, object] = {}
 
     stages: nn.ModuleList
 

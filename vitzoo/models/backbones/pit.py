@@ -168,6 +168,8 @@ class PiT(VitBackbone):
                             's': 'pit_s_distilled_224', 'b': 'pit_b_distilled_224'}
     builds_for_input_size = True
     pretrained_missing_ok = (r'pyramid\.', )
+    no_weight_decay_keys = ('.pos_embed', '.cls_token')  # DeiT's recipe, behind the released weights
+    dense_output_options = dict(out_type='pyramid')
 
     def __init__(self,
                  arch: Union[str, dict] = 's',

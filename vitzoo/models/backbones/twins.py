@@ -90,6 +90,7 @@ class Twins(VitBackbone):
     paper = 'Twins'
     paper_flops_count_attention = False  # mmcv-style module-hook counters never see them
     flops_note = 'without the attention matmuls, as the Twins paper counts'
+    no_weight_decay_keys = ('.pos_block.', )  # the official no_weight_decay(): the positional convs
 
     def __init__(self,
                  arch: Union[str, dict] = 'small',
