@@ -2,7 +2,7 @@
 
     python tools/analysis_tools/benchmark.py CONFIG_OR_NAME [...] [--batch-size 8] [--shape H [W]]
         [--mode {infer,train,both}] [--warmup 3] [--iters 10] [--rounds 3] [--device cpu|cuda]
-        [--threads N] [--compare timm] [--json OUT.json]
+        [--threads N] [--compare timm] [--backend {torch,onnxruntime}] [--json OUT.json]
 
 What is timed (after ``--warmup`` untimed iterations of each model and mode):
 
@@ -24,6 +24,12 @@ alternating between the two models in each of ``--rounds`` rounds of ``--iters``
 Configs without a timm counterpart (LVT, dense models) are timed alone. Throughput is the median
 over rounds; the ratio is vitzoo / timm (> 1: vitzoo faster).
 
+``--backend onnxruntime`` is the same A/B for deployment: the model is exported to ONNX at the
+benchmarked batch and size (``vitzoo.deploy``, normalisation in the graph), the file is checked
+against PyTorch (max |difference| of the outputs), and onnxruntime's CPU provider (``--threads``
+intra-op threads) alternates with PyTorch eager; inference only. The ratio is vitzoo / onnxruntime
+(< 1: onnxruntime faster).
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during one iteration (weights
 included). On CPU the growth of the process's peak resident set (``VmHWM`` reset through
 ``/proc/self/clear_refs``) over one iteration, with glibc's mmap threshold pinned to 128 KiB so
@@ -32,6 +38,7 @@ freed activations leave the resident set: activations, gradients and workspace, 
 import argparse
 import ctypes
 import json
+import os.path as osp
 import statistics
 import sys
 import time
@@ -55,10 +62,18 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s)')
     parser.add_argument('--compare', choices=['timm'], help='also run timm\'s implementation of the variant')
+    parser.add_argument('--backend', choices=['torch', 'onnxruntime'], default='torch',
+                        help='onnxruntime: also time the model exported to ONNX (inference, CPU)')
     parser.add_argument('--json', help='write the results to this JSON file')
     args = parser.parse_args(argv)
     if len(args.shape) not in (1, 2):
         parser.error('--shape takes H or H W')
+    if args.backend == 'onnxruntime':
+        if args.compare:
+            parser.error('--backend onnxruntime and --compare timm each add a second model; choose one')
+        if args.device != 'cpu':
+            parser.error('--backend onnxruntime runs on the CPU: pass --device cpu')
+        args.mode = 'infer'  # an exported file has no training step
     return args
 
 
@@ -275,6 +290,36 @@ def main(argv=None):
     sys.stdout.flush()
 
 
+class ExportedRunner:
+    """An exported ONNX file run by onnxruntime, timed like a :class:`Runner` (inference only)."""
+
+    key = 'onnxruntime'
+
+    def __init__(self, label, exported):
+        self.label, self.exported = label, exported
+
+    def infer(self, x):
+        self.exported(x)
+
+    def set_mode(self, mode):
+        pass
+
+
+def onnxruntime_runner(model, cfg, x, report: dict) -> ExportedRunner:
+    """Export ``model`` to ONNX at the size of ``x``, check it against PyTorch, and wrap it for timing."""
+    import tempfile
+
+    from vitzoo.deploy import ExportedModel, export_model
+    model.cfg = cfg  # vitzoo.deploy reads the task from it
+    path = osp.join(tempfile.mkdtemp(prefix='vitzoo-benchmark-'), 'model.onnx')
+    result = export_model(model.cpu().eval(), path, shape=tuple(x.shape[2:]), batch_size=x.shape[0],
+                          log=lambda line: None)
+    report['max_output_difference'] = result.max_abs_diff
+    print(f'exported to ONNX ({result.spec["output"]}); onnxruntime vs PyTorch: max |output difference| '
+          f'{result.max_abs_diff:.2e}')
+    return ExportedRunner(f'onnxruntime (CPU, {torch.get_num_threads()} threads)', ExportedModel(path))
+
+
 def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict:
     h, w = args.shape[0], args.shape[-1]
     cfg, info = load_config(model_name)
@@ -300,6 +345,9 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict
             print(f'same weights (timm {tname} loaded into vitzoo): max |logits difference| {diff:.2e}')
             labels = torch.randint(0, num_classes, (args.batch_size, ), device=device)
             runners.append(Runner(f'timm {tname}', tmodel, tmodel, classification_loss(tmodel, labels), device))
+            runners[-1].key = 'timm'
+    if args.backend == 'onnxruntime':
+        runners.append(onnxruntime_runner(model, cfg, x, report))
 
     modes = ['infer', 'train'] if args.mode == 'both' else [args.mode]
     threads = f'{torch.get_num_threads()} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
@@ -336,12 +384,13 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict
             throughput = statistics.median(args.batch_size * args.iters / t for t in runner.times)
             memory = f'{runner.peak / 2**20:.1f}' if runner.peak is not None else 'n/a'
             print(f'  {runner.label:<52} {throughput:>9.2f} {memory:>22}')
-            key = 'vitzoo' if runner is runners[0] else 'timm'
-            row[key] = dict(model=runner.label, img_per_s=throughput, peak_mem_bytes=runner.peak)
+            row[getattr(runner, 'key', 'vitzoo')] = dict(model=runner.label, img_per_s=throughput,
+                                                         peak_mem_bytes=runner.peak)
         if len(runners) == 2:
-            ratio = row['vitzoo']['img_per_s'] / row['timm']['img_per_s']
+            other = runners[1].key
+            ratio = row['vitzoo']['img_per_s'] / row[other]['img_per_s']
             row['ratio'] = ratio
-            line = f'  ratio vitzoo/timm ({mode}): {ratio:.2f}x img/s'
+            line = f'  ratio vitzoo/{other} ({mode}): {ratio:.2f}x img/s'
             if runners[0].peak and runners[1].peak:
                 row['memory_ratio'] = runners[0].peak / runners[1].peak
                 line += f', {row["memory_ratio"]:.2f}x peak memory'

@@ -6,6 +6,10 @@ reference implementation. The default comes from the environment variable
 ``VITZOO_FUSED_ATTN`` (``1`` by default); :func:`set_fused_attn` switches a built model.
 Windowed attention is always reshaped to 4-D ``(batch * windows, heads, tokens, head_dim)``
 before the call: PyTorch's fused kernels reject 5-D inputs and silently fall back.
+
+Sizes are written so that ``torch.export`` keeps them symbolic (``vitzoo.deploy``): steps that
+depend on a size (padding, cropping, resizing) are skipped only where :func:`known_zero` proves
+them no-ops, which eager ints always decide; under export they stay in the graph for any size.
 """
 import functools
 import os
@@ -14,12 +18,13 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 __all__ = [
     'use_fused_attn', 'set_fused_attn', 'scaled_dot_product_attention', 'drop_path', 'DropPath',
     'Mlp', 'ConvMlp', 'PatchEmbed', 'PosConv', 'Attention', 'SpatialReductionAttention',
     'WindowAttention', 'window_partition', 'window_reverse', 'pad_to_multiple', 'to_2tuple',
-    'nlc_to_nchw', 'nchw_to_nlc', 'Block'
+    'nlc_to_nchw', 'nchw_to_nlc', 'Block', 'known_zero'
 ]
 
 Size = Tuple[int, int]
@@ -98,9 +103,21 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob:.3f}'
 
 
+def known_zero(*sizes) -> bool:
+    """Whether every size is 0: decided for ints; for torch.export's symbolic sizes only where provable."""
+    return all(statically_known_true(size == 0) for size in sizes)
+
+
 def nlc_to_nchw(x: torch.Tensor, size: Size) -> torch.Tensor:
-    """(B, H*W, C) tokens to a (B, C, H, W) map."""
+    """(B, H*W, C) tokens to a (B, C, H, W) map.
+
+    Eager: a view with channels-last strides. Under torch.export: a contiguous copy, because the
+    layout checks of later convolutions and views on channels-last strides would pin the batch
+    size and the map sizes (guards such as ``batch != 1``).
+    """
     B, _, C = x.shape
+    if torch.compiler.is_exporting():
+        return x.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(B, C, size[0], size[1])
     return x.transpose(1, 2).reshape(B, C, size[0], size[1])
 
 
@@ -162,8 +179,10 @@ class ConvMlp(nn.Module):
 def pad_to_multiple(x: torch.Tensor, multiple: int, channels_last: bool = False) -> torch.Tensor:
     """Zero-pad the right and bottom of an NCHW (or NHWC) tensor to multiples of ``multiple``."""
     H, W = (x.shape[1], x.shape[2]) if channels_last else (x.shape[-2], x.shape[-1])
-    pad_b, pad_r = (-H) % multiple, (-W) % multiple
-    if pad_b == 0 and pad_r == 0:
+    # ceil(H / multiple) * multiple - H: the padded size is a product torch.export can divide
+    pad_b = (H + multiple - 1) // multiple * multiple - H
+    pad_r = (W + multiple - 1) // multiple * multiple - W
+    if known_zero(pad_b, pad_r):
         return x
     if channels_last:
         return F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
@@ -287,14 +306,16 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """(B, H, W, C) with H, W multiples of ``window_size`` -> (B * nW, ws * ws, C)."""
     B, H, W, C = x.shape
     x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
+    # an explicit copy: reshape's view-or-copy decision would pin the window counts under torch.export
+    x = x.permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format)
+    return x.view(-1, window_size * window_size, C)
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: (B * nW, ws * ws, C) -> (B, H, W, C)."""
     C = windows.shape[-1]
     x = windows.view(-1, H // window_size, W // window_size, window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+    return x.permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format).view(-1, H, W, C)
 
 
 @functools.lru_cache(maxsize=16)
@@ -334,8 +355,10 @@ class WindowAttention(Attention):
     def padding_mask(self, H: int, W: int, device: torch.device) -> Optional[torch.Tensor]:
         """Boolean (nW, 1, 1, ws*ws) key mask, True on real tokens, or None without padding."""
         ws = self.window_size
-        if not self.mask_padding or (H % ws == 0 and W % ws == 0):
+        if not self.mask_padding or known_zero(H % ws, W % ws):
             return None
+        if torch.compiler.is_exporting():  # symbolic sizes: no cache key
+            return window_padding_mask.__wrapped__(H, W, ws, device)
         return window_padding_mask(H, W, ws, device)
 
     def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
@@ -349,8 +372,10 @@ class WindowAttention(Attention):
         if mask is not None:
             mask = mask.repeat(B, 1, 1, 1)
         windows = self.attend(windows, mask)
-        x = window_reverse(windows, ws, Hp, Wp)[:, :H, :W].reshape(B, N, C)
-        return self.proj_drop(self.proj(x))
+        x = window_reverse(windows, ws, Hp, Wp)
+        if not known_zero(Hp - H, Wp - W):  # crop: a negative pad has the output size H x W exactly
+            x = F.pad(x, (0, 0, 0, W - Wp, 0, H - Hp))
+        return self.proj_drop(self.proj(x.reshape(B, N, C)))
 
 
 class SpatialReductionAttention(nn.Module):

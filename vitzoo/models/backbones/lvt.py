@@ -25,7 +25,8 @@ from torch import nn
 
 from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
-from ..layers import Block, ConvMlp, Mlp, PatchEmbed, Size, SpatialReductionAttention, nchw_to_nlc, nlc_to_nchw
+from ..layers import (Block, ConvMlp, Mlp, PatchEmbed, Size, SpatialReductionAttention, known_zero, nchw_to_nlc,
+                      nlc_to_nchw)
 from .base import EmbedStage, VitBackbone, init_vit_weights, run_blocks
 
 
@@ -98,7 +99,11 @@ class ConvSelfAttention(nn.Module):
         B, N, C = x.shape
         k, s, k2, heads = self.kernel_size, self.stride, self.kernel_size**2, self.num_heads
         x = nlc_to_nchw(x, size)
-        pooled = F.avg_pool2d(x, s, s, ceil_mode=True)
+        # avg_pool2d(ceil_mode=True) without its size rule, which torch.export cannot decide: an odd
+        # side repeats its last row/column, whose mean with itself is the ceil-mode window's mean
+        pad_b, pad_r = size[0] % s, size[1] % s
+        even = x if known_zero(pad_b, pad_r) else F.pad(x, (0, pad_r, 0, pad_b), mode='replicate')
+        pooled = F.avg_pool2d(even, s, s)
         L = pooled.shape[2] * pooled.shape[3]
         # (B, L, heads * 9 * 9) -> (B, heads, L, 9 outputs, 9 neighbours)
         attn = self.attn_gen(nchw_to_nlc(pooled)).reshape(B, L, heads, k2, k2).transpose(1, 2)

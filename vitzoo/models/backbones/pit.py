@@ -30,7 +30,6 @@ Outputs (``out_type``):
 The final token norm exists only with ``out_type='cls_token'``, so dense models hold no unused
 parameters (a classification checkpoint loaded into them reports ``norm.*`` as ignored).
 """
-import math
 from collections import OrderedDict
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -40,7 +39,7 @@ from torch import nn
 
 from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
-from ..layers import Attention, Block, Mlp, PatchEmbed, Size, nchw_to_nlc, nlc_to_nchw
+from ..layers import Attention, Block, Mlp, PatchEmbed, Size, known_zero, nchw_to_nlc, nlc_to_nchw
 from .base import VitBackbone, check_flag, run_blocks
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
@@ -48,7 +47,7 @@ PYRAMID_STRIDES = (4, 8, 16, 32)
 
 def resize_pos_embed(pos_embed: torch.Tensor, size: Size) -> torch.Tensor:
     """Bicubic resize (``align_corners=False``) of a ``(1, C, H, W)`` position embedding."""
-    if tuple(pos_embed.shape[-2:]) == tuple(size):
+    if known_zero(pos_embed.shape[-2] - size[0], pos_embed.shape[-1] - size[1]):
         return pos_embed
     return F.interpolate(pos_embed, size=tuple(size), mode='bicubic', align_corners=False)
 
@@ -92,6 +91,10 @@ class PiTStage(nn.Module):
             x, tokens, size = self.pool(x, tokens, size)
         num_tokens = tokens.shape[1]
         x = run_blocks(self.blocks, torch.cat([tokens, x], dim=1), with_cp=with_cp)
+        if torch.compiler.is_exporting():
+            # copies: torch.export's layout checks on the sliced views would pin the batch size to > 1
+            index = torch.arange(x.shape[1], device=x.device)
+            return x.index_select(1, index[num_tokens:]), x.index_select(1, index[:num_tokens]), size
         return x[:, num_tokens:], x[:, :num_tokens], size
 
 
@@ -104,13 +107,16 @@ class SimplePyramid(nn.Module):
 
     def forward(self, maps: Sequence[torch.Tensor], img_size: Size) -> List[torch.Tensor]:
         H, W = img_size
-        sizes = [(math.ceil(H / s), math.ceil(W / s)) for s in PYRAMID_STRIDES]
+        sizes = [((H + s - 1) // s, (W + s - 1) // s) for s in PYRAMID_STRIDES]  # ceil, exportable
         levels = []
         for feat, size in zip(maps, sizes[1:]):
-            if tuple(feat.shape[-2:]) != size:
+            if not known_zero(feat.shape[-2] - size[0], feat.shape[-1] - size[1]):
                 feat = F.interpolate(feat, size=size, mode='bilinear', align_corners=False)
             levels.append(feat)
-        finest = self.upsample(levels[0])[..., :sizes[0][0], :sizes[0][1]]
+        finest = self.upsample(levels[0])
+        crop_b, crop_r = finest.shape[-2] - sizes[0][0], finest.shape[-1] - sizes[0][1]
+        if not known_zero(crop_b, crop_r):  # a negative pad crops to ceil(H / 4) x ceil(W / 4) exactly
+            finest = F.pad(finest, (0, -crop_r, 0, -crop_b))
         return [finest] + levels
 
 

@@ -132,6 +132,9 @@ class LVTClsHead(ClsHead):
         cls_feat, tokens, _ = self._features(feats)
         score = self.fc(cls_feat)
         if self.aux_fc is not None:
+            # a contiguous copy (F.linear copies the sliced tokens anyway): on the slice, torch.export's
+            # layout checks would pin the batch size to > 1
+            tokens = tokens.clone(memory_format=torch.contiguous_format)
             score = score + self.aux_weight * self.aux_fc(tokens).max(dim=1)[0]
         return score
 
