@@ -20,7 +20,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from backbone_table import BACKBONES, ROWS
-from helpers import set_mask_padding
+from helpers import randomize_, set_mask_padding
 from vitzoo.models import PCPVT, SVT, DaViT
 from vitzoo.models.layers import DropPath
 from vitzoo.registry import MODELS
@@ -36,14 +36,6 @@ def build(row, **kwargs):
 
 def accepts(row, name: str) -> bool:
     return name in inspect.signature(row.backbone).parameters
-
-
-def randomize(model: nn.Module) -> nn.Module:
-    """Every parameter random (norm weights and biases included), so that nothing loads by accident."""
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 0.2)
-    return model
 
 
 def blocks_of(model) -> list:
@@ -248,7 +240,7 @@ def test_drop_path_schedule(row):
 @pytest.mark.parametrize('layout', ['classifier', 'backbone'])
 def test_init_cfg_pretrained_loads_every_tensor(row, layout, tmp_path):
     """A vitzoo classifier checkpoint (``backbone.`` plus head keys) or a bare backbone state dict."""
-    state = randomize(build(row)).state_dict()
+    state = randomize_(build(row)).state_dict()
     path = str(tmp_path / f'{row.id}_{layout}.pth')
     if layout == 'classifier':
         classifier = {f'backbone.{k}': v for k, v in state.items()}

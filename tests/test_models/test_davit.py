@@ -49,7 +49,6 @@ OFFICIAL_TO_MMPRETRAIN = [
 ]
 
 
-
 def block(stage, pair, kind) -> str:
     """vitzoo's flat block list: pair ``k`` of a stage is blocks ``2k`` (spatial) and ``2k + 1`` (channel)."""
     return f'backbone.stages.{stage}.blocks.{2 * int(pair) + (kind in ("1", "channel"))}'
@@ -403,55 +402,6 @@ def test_mask_padding_only_changes_padded_maps():
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(model(x_even), plain(x_even)))
         assert not torch.allclose(model(x_odd)[0], plain(x_odd)[0])
-
-
-def test_with_cp_equal_outputs_and_grads():
-    model = DaViT(arch=SMALL_ARCH, drop_path_rate=0.2).train()
-    x = torch.randn(2, 3, 64, 48)
-    results = []
-    for with_cp in (False, True):
-        model.with_cp = with_cp
-        model.zero_grad()
-        torch.manual_seed(0)
-        out = model(x)
-        sum(o.square().mean() for o in out).backward()
-        results.append(([o.detach() for o in out], {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (out_a, grads_a), (out_b, grads_b) = results
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out_a, out_b))
-    assert grads_a.keys() == grads_b.keys() == dict(model.named_parameters()).keys()
-    assert all(torch.allclose(grads_a[k], grads_b[k], atol=1e-6) for k in grads_a)
-
-
-def test_frozen_stages():
-    model = DaViT(arch=SMALL_ARCH, frozen_stages=2)
-    model.train()
-    for i, (stage, norm) in enumerate(zip(model.stages, model.out_norms)):
-        frozen = i < 2
-        assert all(p.requires_grad != frozen for p in [*stage.parameters(), *norm.parameters()])
-        assert all(m.training != frozen for m in [*stage.modules(), *norm.modules()])
-    out = model(torch.randn(1, 3, 64, 64))
-    sum(o.sum() for o in out).backward()
-    assert all(p.grad is None for p in model.stages[1].parameters())
-    assert all(p.grad is not None for p in model.stages[2].parameters())
-    with pytest.raises(ValueError, match='frozen_stages'):
-        DaViT(arch=SMALL_ARCH, frozen_stages=5)
-
-
-def test_dense_contract_and_arch_validation():
-    model = DaViT(arch=SMALL_ARCH, out_indices=(1, -1), drop_path_rate=0.3).eval()
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, 65, 33))
-    assert [tuple(o.shape) for o in outs] == [(1, 32, 9, 5), (1, 64, 3, 2)]
-    assert all(o.is_contiguous() for o in outs)
-    assert all(isinstance(n, torch.nn.LayerNorm) for n in model.out_norms)
-    rates = [b.drop_path.drop_prob for stage in model.stages for b in stage.blocks]
-    assert rates == pytest.approx(torch.linspace(0, 0.3, 10).tolist())  # one rate per block, two per pair
-    with pytest.raises(ValueError, match=r"unknown DaViT arch 'large'.*\['base', 'small', 'tiny'\]"):
-        DaViT(arch='large')
-    with pytest.raises(ValueError, match='missing the keys'):
-        DaViT(arch=dict(embed_dims=[8] * 4, depths=[1] * 4))
-    with pytest.raises(ValueError, match='out_indices 4 is out of range'):
-        DaViT(arch=SMALL_ARCH, out_indices=(4, ))
 
 
 def test_configs_build_with_the_recipe():

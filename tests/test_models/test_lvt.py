@@ -231,47 +231,6 @@ def test_fused_and_eager_attention_agree(classifier):
     assert fused_eager_gap(classifier, x) < 1e-5
 
 
-def test_with_cp_equal_outputs_and_grads():
-    plain = LVT().train()
-    cp = LVT(with_cp=True).train()
-    cp.load_state_dict(plain.state_dict())
-    x = torch.randn(1, 3, 32, 32)
-    outs = [sum(o.square().mean() for o in m(x)) for m in (plain, cp)]
-    for out in outs:
-        out.backward()
-    assert torch.allclose(outs[0], outs[1])
-    for p, q in zip(plain.parameters(), cp.parameters()):
-        assert torch.allclose(p.grad, q.grad, atol=1e-6)
-
-
-def test_frozen_stages_and_contract():
-    model = LVT(frozen_stages=2, out_indices=(1, -1)).train()
-    for i, stage in enumerate(model.stages):
-        assert all(p.requires_grad == (i >= 2) for p in stage.parameters())
-        assert all(m.training == (i >= 2) for m in stage.modules())
-    assert model.out_indices == [1, 3]
-    with torch.no_grad():
-        assert [o.shape[1] for o in model(torch.randn(1, 3, 32, 32))] == [64, 256]
-    with pytest.raises(ValueError, match='frozen_stages'):
-        LVT(frozen_stages=5).train()
-    with pytest.raises(ValueError, match='out_indices 4 is out of range'):
-        LVT(out_indices=(4, ))
-    with pytest.raises(ValueError, match=r"unknown LVT arch 'huge'.*\['lvt'\]"):
-        LVT(arch='huge')
-    with pytest.raises(ValueError, match='missing the keys'):
-        LVT(arch=dict(embed_dims=[8], depths=[1]))
-
-
-def test_drop_path_is_honoured():
-    model = LVT(drop_path_rate=0.1)
-    rates = [b.drop_path.drop_prob for s in model.stages for b in s.blocks]
-    assert rates == pytest.approx(torch.linspace(0, 0.1, 8).tolist())
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert not torch.equal(model.train()(x)[-1], model.train()(x)[-1])
-        assert torch.equal(model.eval()(x)[-1], model.eval()(x)[-1])
-
-
 def test_official_classifier_checkpoint_loads_strictly(classifier, tmp_path):
     """Every tensor of the official ImageNet checkpoint lands where the key map says: through
     ``load_checkpoint``, ``load_state_dict`` and, for its backbone part, a backbone's ``init_cfg``."""

@@ -222,53 +222,6 @@ def test_mask_padding_only_changes_padded_maps(svt):
     assert not torch.allclose(results[False][1][0], results[True][1][0])
 
 
-def test_with_cp_equal_outputs_and_grads(svt):
-    x = torch.randn(2, 3, 64, 64)
-    svt.train()
-    outputs = []
-    for with_cp in (False, True):
-        svt.with_cp = with_cp
-        svt.zero_grad()
-        torch.manual_seed(0)
-        out = svt(x)
-        sum(o.square().mean() for o in out).backward()
-        outputs.append(([o.detach() for o in out], {n: p.grad.clone() for n, p in svt.named_parameters()}))
-    svt.with_cp = False
-    (out_a, grads_a), (out_b, grads_b) = outputs
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out_a, out_b))
-    assert grads_a.keys() == grads_b.keys()
-    assert all(torch.allclose(grads_a[k], grads_b[k], atol=1e-6) for k in grads_a)
-
-
-def test_frozen_stages():
-    model = PCPVT(arch='small', frozen_stages=2)
-    model.train()
-    for i, stage in enumerate(model.stages):
-        frozen = i < 2
-        assert all(p.requires_grad != frozen for p in stage.parameters())
-        assert all(m.training != frozen for m in stage.modules())
-    out = model(torch.randn(1, 3, 64, 64))
-    sum(o.sum() for o in out).backward()
-    assert all(p.grad is None for p in model.stages[0].parameters())
-    assert all(p.grad is not None for p in model.stages[3].parameters())
-    with pytest.raises(ValueError, match='frozen_stages'):
-        PCPVT(arch='small', frozen_stages=-2)
-
-
-def test_out_indices_and_arch_validation():
-    model = PCPVT(arch='small', out_indices=(1, -1)).eval()
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == [128, 512]
-    with pytest.raises(ValueError, match="unknown PCPVT arch 'tiny'.*base"):
-        PCPVT(arch='tiny')
-    with pytest.raises(ValueError, match='missing the keys'):
-        SVT(arch=dict(embed_dims=[8] * 4, depths=[1] * 4, num_heads=[1] * 4, mlp_ratios=[1] * 4,
-                      sr_ratios=[1] * 4))
-    with pytest.raises(ValueError, match='out_indices 4 is out of range'):
-        PCPVT(arch='small', out_indices=(4, ))
-
-
 def test_norm_after_stage_defaults():
     assert all(isinstance(n, torch.nn.Identity) for n in PCPVT(arch='small').out_norms)
     assert all(isinstance(n, torch.nn.LayerNorm) for n in SVT(arch='small').out_norms)
