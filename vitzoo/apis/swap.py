@@ -10,7 +10,8 @@ overrides only what the new backbone changes:
   ``in_index`` / ``start_level``) of the first neck, or without a neck of the decode and auxiliary
   heads (mmseg) or of the classification head (mmpretrain, with the pooling neck added or removed
   as the backbone returns maps or a class token);
-* ``custom_imports`` (vitzoo's models) and ``load_from = None`` where the source loads a model.
+* ``custom_imports`` (vitzoo's models), and ``load_from`` / mmseg's ``model.pretrained`` set to
+  ``None`` where the source loads weights of its old backbone.
 
 Which maps the source model reads is measured, not guessed: the source backbone runs once on a
 small input, giving the width and stride of each of its outputs. The new backbone returns maps at
@@ -32,7 +33,6 @@ import inspect
 import math
 import os
 import os.path as osp
-import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -47,9 +47,10 @@ CONFIG_PACKAGES = ('vitzoo', ) + TOOLBOXES
 PROBE_SIZE = 64  # side of the input the source backbone runs on to measure its outputs
 CHECK_SIZE = 64  # side of the check's random images
 POOLING_NECKS = ('GlobalAveragePooling', 'GeneralizedMeanPooling')  # mmpretrain necks that keep widths
-# Arguments of a classifier's backbone that shape its outputs for its head, or carry training
-# state; a dense model sets its own.
+# Arguments of a classifier's backbone that shape its outputs for the classifier's head; dense
+# models set their own.
 CLASSIFIER_OUTPUT_ARGS = ('out_indices', 'out_type', 'norm_after_stage')
+# Arguments never carried from the classifier's backbone: training state, or set by the swap.
 NOT_CARRIED = ('type', 'init_cfg', 'frozen_stages', 'norm_eval', 'with_cp')
 # vitzoo's schedule of each task, whose optimizer the recipe takes (configs/_base_/schedules/).
 TASK_SCHEDULES = dict(mmpretrain='imagenet_bs1024_adamw.py', mmseg='schedule_160k.py', mmdet='schedule_1x.py')
@@ -264,7 +265,7 @@ def match_strides(cls: type, args: dict, src_strides: Sequence[Optional[int]]) -
     if len(set(src_strides)) != len(src_strides):
         raise SwapError(f'the source backbone returns {len(src_strides)} maps at strides {tuple(src_strides)}; '
                         'the model reads several maps of one stride (a plain ViT with a neck that resamples them), '
-                        f'which a {cls.__name__} pyramid cannot stand in for: pass --out-indices and check the neck')
+                        f'which a {cls.__name__} pyramid cannot stand in for; adapt this config by hand')
     indices = []
     for i, stride in enumerate(src_strides):
         if stride not in ours:
@@ -301,13 +302,8 @@ class Overrides:
         self.model: dict = {}
         self.changes: List[str] = []
 
-    def get_source(self, path: Sequence[Union[str, int]]):
-        node = self.source
-        for key in path:
-            node = node[key]
-        return node
-
-    def set(self, path: Sequence[Union[str, int]], value, note: bool = True) -> None:
+    def set(self, path: Sequence[Union[str, int]], value) -> None:
+        """Set ``model.<path>`` and record the change (``model.neck.in_channels: [256, ...] -> [96, ...]``)."""
         node, src = self.model, self.source
         for depth, key in enumerate(path[:-1]):
             nxt = path[depth + 1]
@@ -322,8 +318,7 @@ class Overrides:
         last = path[-1]
         old = src.get(last, '<unset>') if isinstance(src, dict) else src[last]
         node[last] = value
-        if note:
-            self.changes.append(f'{dotted(path)}: {_one_line(plain(old))} -> {_one_line(value)}')
+        self.changes.append(f'{dotted(path)}: {_one_line(plain(old))} -> {_one_line(value)}')
 
 
 def dotted(path: Sequence[Union[str, int]]) -> str:
@@ -479,12 +474,13 @@ def entries(model: dict, name: str) -> List[Tuple[tuple, dict]]:
     return []
 
 
-def adapt_consumers(source: Source, plan: Plan, src_levels, user_indices: bool, backbone: Backbone) -> None:
+def adapt_consumers(source: Source, plan: Plan, user_indices: bool, backbone: Backbone) -> None:
     """Set the necks' and heads' arguments that take the new backbone's maps."""
     model = source.cfg.model
     if model.get('pretrained') is not None:  # mmseg passes it on to the backbone, which takes init_cfg instead
         plan.overrides.set(('pretrained', ), None)
-    adapter = ConsumerAdapter(source.scope, plan.overrides, src_levels, plan.channels, plan.strides, user_indices)
+    adapter = ConsumerAdapter(source.scope, plan.overrides, plan.src_levels, plan.channels, plan.strides,
+                              user_indices)
     necks = entries(model, 'neck')
     if source.scope == 'mmpretrain':
         adapt_classifier(adapter, plan, necks, model, backbone)
@@ -517,7 +513,7 @@ def adapt_classifier(adapter: ConsumerAdapter, plan: Plan, necks, model: dict, b
         plan.notes.append(f'model.neck ({neck_type}) removed: {backbone.cls.__name__} returns its class token, '
                           'already pooled')
     elif not tokens and neck_type is None:
-        overrides.set(('neck', ), dict(type='GlobalAveragePooling'))
+        overrides.set(('neck', ), dict(_delete_=True, type='GlobalAveragePooling'))  # the source's is None
         plan.notes.append('model.neck: global average pooling added between the backbone\'s map and the head')
     head = model.get('head')
     if not isinstance(head, dict):
@@ -567,21 +563,20 @@ def plan_backbone(source: Source, backbone: Backbone, out_indices: Optional[Sequ
 @dataclass
 class Weights:
     init_cfg: Optional[dict]
-    local: bool  # a local file the check loads
+    local: bool  # a local file, which the check loads
     describe: str
+    from_index: bool = False  # the index's download, whose fit the check verifies without downloading
 
 
 def plan_weights(backbone: Backbone, checkpoint: Optional[str]) -> Weights:
     """``init_cfg`` of the new backbone: the given checkpoint (its prefix read from it) or the index's URL."""
     from ..utils.download import is_url
-    if checkpoint:
+    index_weights = backbone.info.weights if backbone.info is not None else None
+    if checkpoint and checkpoint != index_weights:
         if is_url(checkpoint):
-            prefix = 'backbone.' if backbone.info and checkpoint == backbone.info.weights else None
-            init = dict(type='Pretrained', checkpoint=checkpoint)
-            if prefix:
-                init['prefix'] = prefix
-            how = f"prefix {prefix!r}" if prefix else "prefix found when it loads ('backbone.' for classifiers)"
-            return Weights(init, False, f'{checkpoint} (downloaded when training starts; {how})')
+            return Weights(dict(type='Pretrained', checkpoint=checkpoint), False,
+                           f"{checkpoint} (downloaded when training starts; its prefix found as it loads: 'backbone.' "
+                           'for classifiers)')
         if not osp.isfile(checkpoint):
             raise SwapError(f'--checkpoint {checkpoint!r} does not exist (pass a file or an http(s) URL)')
         from ..models.checkpoint import CheckpointError, convert_with_layout, read_checkpoint, unwrap_state_dict
@@ -592,9 +587,9 @@ def plan_weights(backbone: Backbone, checkpoint: Optional[str]) -> Weights:
         prefix = 'backbone.' if any(k.startswith('backbone.') for k in state_dict) else ''
         return Weights(dict(type='Pretrained', checkpoint=checkpoint, prefix=prefix), True,
                        f'{checkpoint} ({layout}; prefix {prefix!r})')
-    if backbone.info is not None and backbone.info.weights:
-        return Weights(dict(type='Pretrained', checkpoint=backbone.info.weights, prefix='backbone.'), False,
-                       f"the ImageNet classifier {backbone.info.name} of vitzoo's index (prefix 'backbone.')")
+    if index_weights:
+        return Weights(dict(type='Pretrained', checkpoint=index_weights, prefix='backbone.'), False,
+                       f"the ImageNet classifier {backbone.info.name} of vitzoo's index (prefix 'backbone.')", True)
     return Weights(None, False, '')
 
 
@@ -690,7 +685,7 @@ def comment(text: str) -> str:
     return '\n'.join(lines)
 
 
-def recipe(backbone: Backbone, source: Source) -> Tuple[dict, str]:
+def optimizer_recipe(backbone: Backbone, source: Source) -> Tuple[dict, str]:
     """The family's optimizer settings for the source's task, and where they come from."""
     from mmengine.config import Config
     schedule = TASK_SCHEDULES[source.scope]
@@ -728,20 +723,18 @@ def render(source: Source, backbone: Backbone, plan: Plan, weights: Weights, out
            apply_recipe: bool) -> str:
     """The new config's text."""
     cfg = source.cfg
-    header = [f'{out_name}: {source.base} with the backbone {backbone.spec}, written by tools/misc/swap_backbone.py.',
+    header = [f'{out_name}: {source.name} with the backbone {backbone.spec}, written by tools/misc/swap_backbone.py.',
               f'Source backbone: {cfg.model.backbone.get("type")}, {describe_levels(plan.src_levels)}. '
               f'New: {plan.backbone["type"]}, {describe_levels(list(zip(plan.channels, plan.strides)))}.']
     if weights.init_cfg is not None:
         header.append(f'Weights: {weights.describe}, loaded strictly.')
     if plan.overrides.changes:
-        header.append('Changed:\n' + '\n'.join('  ' + c for c in plan.overrides.changes
-                                               if not c.startswith('model.backbone')))
+        header.append('Changed:\n' + '\n'.join('  ' + change for change in plan.overrides.changes))
     header.extend(plan.notes)
     if left_out:
         header.append(f'Not carried from the source backbone: {left_out}. vitzoo backbones normalise with LayerNorm '
-                      '(norm_eval has no effect, norm_cfg does not apply) and are fine-tuned whole, as in the '
-                      "families' published dense setups; set frozen_stages=k to freeze the stem and the first k "
-                      'stages.')
+                      '(norm_eval has no effect, norm_cfg does not apply) and are fine-tuned whole, as vitzoo\'s '
+                      'dense configs do; set frozen_stages=k to freeze the stem and the first k stages.')
     lines = [comment('\n'.join(header)), f'_base_ = {source.base!r}']
     imports = list((cfg.get('custom_imports') or {}).get('imports', []))
     if 'vitzoo.models' not in imports:
@@ -757,11 +750,9 @@ def render(source: Source, backbone: Backbone, plan: Plan, weights: Weights, out
         line = f'checkpoint = {init["checkpoint"]!r}'
         lines.append(line + ('  # noqa: E501' if len(line) > LINE_WIDTH else ''))
         init = dict(init, checkpoint=_Raw('checkpoint'))
-    plan.overrides.model['backbone'] = dict(plan.backbone, init_cfg=init)
-    model = {'backbone': plan.overrides.model.pop('backbone'), **plan.overrides.model}
-    plan.overrides.model = model
+    model = dict(backbone=dict(plan.backbone, init_cfg=init), **plan.overrides.model)
     lines.append('model = ' + format_value(model, column=len('model = ')))
-    optim, why = recipe(backbone, source)
+    optim, why = optimizer_recipe(backbone, source)
     optim_text = 'optim_wrapper = ' + format_value(optim, column=len('optim_wrapper = '))
     if apply_recipe:
         lines.append(comment('Optimizer: ' + why))
@@ -792,18 +783,19 @@ def check_config(path: str, source: Source, backbone: Backbone, weights: Weights
     from ..models.checkpoint import CheckpointError
     from .model import build_model_from_cfg
     from .random_batch import random_batch
-    cfg = Config.fromfile(path)
-    if not weights.local:
-        cfg.model.backbone.init_cfg = None
     scope = source.scope
-    stage = 'building the model'
+    stage = 'loading the new config'
     try:
+        cfg = Config.fromfile(path)
+        if not weights.local:
+            cfg.model.backbone.init_cfg = None
+        stage = 'building the model'
         with DefaultScope.overwrite_default_scope(scope):
             model = build_model_from_cfg(cfg)
             if weights.local:
                 stage = f'loading {weights.init_cfg["checkpoint"]}'
                 model.init_weights()
-            elif weights.init_cfg is not None and backbone.info is not None:
+            elif weights.from_index:
                 check_weights_fit(model, backbone)
             size = CHECK_SIZE
             inputs, samples = random_batch(model, scope, 2, size, size)
@@ -880,13 +872,13 @@ def swap_backbone(src_config: str,
         backbone_cfg, left_out = plan_backbone(source, spec, out_indices, backbone_args, src_levels)
         args = {k: v for k, v in backbone_cfg.items() if k not in ('_delete_', 'type')}
         described = spec.cls.describe_outputs(**args)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, SwapError):
-            raise
+    except SwapError:
+        raise
+    except (TypeError, ValueError) as err:  # the backbone's own argument checks
         raise SwapError(f'backbone {spec.spec} ({spec.cls.__name__}): {err}') from err
     plan = Plan(backbone_cfg, described['channels'], described['strides'], Overrides(source.cfg.model.to_dict()),
                 src_levels)
-    adapt_consumers(source, plan, src_levels, out_indices is not None, spec)
+    adapt_consumers(source, plan, out_indices is not None, spec)
     if weights.init_cfg is None:
         plan.warnings.append(no_weights_warning(spec))
     text = render(source, spec, plan, weights, osp.basename(output), left_out, recipe)
@@ -905,5 +897,4 @@ def swap_backbone(src_config: str,
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
-    changes = [c for c in plan.overrides.changes if not c.startswith('model.backbone')]
-    return SwapResult(output, text, changes, plan.warnings, summary)
+    return SwapResult(output, text, plan.overrides.changes, plan.warnings, summary)
