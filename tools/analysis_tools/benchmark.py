@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from vitzoo.apis.model import build_model_from_cfg, load_config
+from vitzoo.apis.random_batch import random_batch
 
 
 def parse_args(argv=None):
@@ -196,41 +197,6 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def dense_samples(model, scope: str, batch: int, h: int, w: int, device) -> list:
-    """Data samples with image metadata and random ground truth for a segmentor or detector."""
-    from mmengine.structures import InstanceData, PixelData
-    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
-                scale_factor=(1., 1.), padding_size=[0, 0, 0, 0], img_id=0)
-    generator = torch.Generator().manual_seed(0)
-    samples = []
-    for _ in range(batch):
-        if scope == 'mmseg':
-            from mmseg.structures import SegDataSample
-            sample = SegDataSample(metainfo=meta)
-            num_classes = model.decode_head.num_classes
-            sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=generator))
-        else:
-            from mmdet.structures import DetDataSample
-            from mmdet.structures.mask import BitmapMasks
-            sample = DetDataSample(metainfo=meta)
-            num_things = model.roi_head.bbox_head.num_classes if hasattr(model, 'roi_head') else 1
-            xy = torch.rand(3, 2, generator=generator) * torch.tensor([w, h]) * 0.5
-            wh = (torch.rand(3, 2, generator=generator) * 0.4 + 0.1) * torch.tensor([w, h])
-            boxes = torch.cat([xy, xy + wh], dim=1)
-            masks = torch.zeros(3, h, w, dtype=torch.uint8)
-            for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
-                masks[i, y1:y2, x1:x2] = 1
-            sample.gt_instances = InstanceData(bboxes=boxes, labels=torch.randint(0, num_things, (3, ),
-                                                                                  generator=generator),
-                                               masks=BitmapMasks(masks.numpy(), h, w))
-            if hasattr(model, 'semantic_head'):
-                head = model.semantic_head
-                total = head.num_things_classes + head.num_stuff_classes
-                sample.gt_sem_seg = PixelData(sem_seg=torch.randint(0, total, (1, h, w), generator=generator))
-        samples.append(sample.to(device))
-    return samples
-
-
 def build_vitzoo(cfg, x, device):
     """vitzoo's model with its inference and loss callables for inputs like ``x``."""
     from vitzoo.apis.model import task_scope
@@ -243,7 +209,7 @@ def build_vitzoo(cfg, x, device):
         return model, forward, classification_loss(forward, labels), num_classes
     # segmentors and detectors: the toolbox's predict (with post-processing) and loss on random targets
     from mmengine.registry import DefaultScope
-    samples = dense_samples(model, scope, x.shape[0], x.shape[2], x.shape[3], device)
+    samples = [s.to(device) for s in random_batch(model, scope, x.shape[0], x.shape[2], x.shape[3])[1]]
 
     def predict(inputs):
         with DefaultScope.overwrite_default_scope(scope):
