@@ -695,7 +695,8 @@ def optimizer_recipe(backbone: Backbone, source: Source) -> Tuple[dict, str]:
     paramwise.update(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0)
     custom = paramwise.setdefault('custom_keys', {})
     for key in backbone.cls.no_weight_decay_keys:
-        custom.setdefault(key, dict(decay_mult=0.0))
+        if key.strip('.') not in {k.strip('.') for k in custom}:  # the schedule may name it already
+            custom[key] = dict(decay_mult=0.0)
     if not custom:
         paramwise.pop('custom_keys')
     src_optim = source.cfg.get('optim_wrapper') or {}
@@ -704,7 +705,7 @@ def optimizer_recipe(backbone: Backbone, source: Source) -> Tuple[dict, str]:
         optim['loss_scale'] = src_optim['loss_scale']
     batch = (vitzoo_schedule.get('auto_scale_lr') or {}).get('base_batch_size')
     extra = (f', nor on {", ".join(backbone.cls.no_weight_decay_keys)}' if backbone.cls.no_weight_decay_keys else '')
-    why = (f"AdamW as vitzoo's {source.scope} schedule (vitzoo::_base_/schedules/{schedule}), without weight decay "
+    why = (f"AdamW as vitzoo's {source.scope} schedule (configs/_base_/schedules/{schedule}), without weight decay "
            f'on norms, biases and 1-D parameters{extra} (the {backbone.cls.paper} recipe); lr for a total batch '
            f'of {batch} (tools/train.py --auto-scale-lr scales it); the source\'s param_scheduler stays.')
     return dict(_delete_=True, **optim), why
