@@ -191,11 +191,30 @@ def test_resnet50_classifier_with_pit_trains(tmp_path, monkeypatch, digits_root,
     optim = cfg.optim_wrapper
     assert optim.optimizer.type == 'AdamW' and optim.paramwise_cfg.custom_keys == {
         '.pos_embed': dict(decay_mult=0.0), '.cls_token': dict(decay_mult=0.0)}
-    assert optim.paramwise_cfg.norm_decay_mult == 0.0 and optim.paramwise_cfg.bias_decay_mult == 0.0
+    from mmengine.optim import build_optim_wrapper
+    decay = {id(p): group['weight_decay'] for group in build_optim_wrapper(model, optim).optimizer.param_groups
+             for p in group['params']}
+    backbone = model.backbone
+    assert decay[id(backbone.pos_embed)] == decay[id(backbone.cls_token)] == decay[id(backbone.norm.weight)] == 0
+    assert decay[id(backbone.stages[0].blocks[0].attn.qkv.weight)] == 0.05
 
     config = tiny_cls_config(str(out), str(tmp_path), digits_root, num_images=8)
     run_tool_in_process(monkeypatch, 'train', config, '--work-dir', tmp_path / 'work')
     assert osp.exists(tmp_path / 'work' / 'epoch_1.pth')
+
+
+def test_distilled_pit_gets_a_head_for_both_tokens(tmp_path):
+    out = tmp_path / 'resnet50_pit_distilled.py'
+    result = swap_backbone(RESNET50, 'pit-ti-distilled_3rdparty_8xb128_in1k', out,
+                           backbone_args=dict(arch=tiny(PiT, out_type='featmap')))
+    assert result.changes == ["model.neck: dict(type='GlobalAveragePooling') -> None",
+                              "model.head.type: 'LinearClsHead' -> 'vitzoo.DistilledLinearClsHead'",
+                              "model.head.distill_type: '<unset>' -> 'none'", 'model.head.in_channels: 2048 -> 32']
+    cfg, model = build_written(str(out))
+    assert cfg.model.backbone.distilled and cfg.model.backbone.out_type == 'cls_token'
+    with torch.no_grad():
+        logits = model.head.forward_logits(model.extract_feat(torch.rand(2, 3, 64, 64)))
+    assert [x.shape for x in logits] == [(2, 1000), (2, 1000)]
 
 
 def test_upernet_with_davit_trains(tmp_path, monkeypatch, toy_root):
