@@ -5,12 +5,14 @@ One small custom arch per family (every parameter randomised) keeps the exports 
 arches go through the same code (``make export-check`` exports every config of the index).
 """
 import copy
+from types import SimpleNamespace
 import os.path as osp
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from torch import nn
 
 import vitzoo
 from helpers import REPO, load_tool, randomize_
@@ -236,3 +238,47 @@ def test_benchmark_times_onnxruntime_against_pytorch(tmp_path):
     assert report['max_output_difference'] <= 1e-4
     row = report['results'][0]
     assert row['mode'] == 'infer' and row['onnxruntime']['img_per_s'] > 0 and row['vitzoo']['img_per_s'] > 0
+
+
+class _LargeActivations(nn.Module):
+    """A graph whose float32 output (~1e8) is itself ~10 away from the exact result."""
+    spec = SimpleNamespace(output='logits')
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 5, generator=torch.Generator().manual_seed(0)) * 1e3)
+
+    def forward(self, image):
+        return (image * 1e3).mean((2, 3)) @ self.weight
+
+
+@pytest.mark.parametrize('export_error, passes', [(0., True), (1e-3, False)])
+def test_verification_beyond_the_tolerance_needs_an_export_as_exact_as_pytorch(monkeypatch, export_error, passes):
+    """Where float32 PyTorch itself is further than the tolerance from the exact (float64) result, an
+    export passes only if it is as exact as PyTorch; an export off by 1e-3 relative still fails."""
+    import vitzoo.deploy.export as deploy_export
+    import vitzoo.deploy.runtime as deploy_runtime
+    graph = _LargeActivations()
+
+    class Exported:  # the "exported file": the exact result rounded once to float32, plus an error
+        format = 'onnx'
+
+        def __init__(self, path):
+            pass
+
+        def __call__(self, image):
+            with torch.no_grad():
+                exact = copy.deepcopy(graph).double()(image.double())
+            return [(exact * (1 + export_error)).float().numpy()]
+
+    monkeypatch.setattr(deploy_runtime, 'ExportedModel', Exported)
+    lines = []
+    if passes:
+        results = deploy_export.verify_export(graph, 'x.onnx', [(2, 8, 8)], log=lines.append)
+        assert results[0]['max_abs_diff'] > 1e-4 and results[0]['passed']
+        assert results[0]['float64_error_exported'] <= results[0]['float64_error_pytorch']
+        assert 'as exact as PyTorch itself ok' in lines[-1]
+    else:
+        with pytest.raises(deploy_export.ExportVerificationError, match='beyond 0.0001 at 2x8x8'):
+            deploy_export.verify_export(graph, 'x.onnx', [(2, 8, 8)], log=lines.append)
+        assert 'less exact than PyTorch FAILED' in lines[-1]

@@ -21,7 +21,10 @@ exported).
 with onnxruntime's CPU provider (or loads the .pt2 program) next to PyTorch on random images at the
 export size, a non-square size and a size that is not a multiple of 32 (dynamic exports; the fixed
 size otherwise), prints the maximum absolute difference per size and exits with status 1 when one
-exceeds ``--tolerance``.
+exceeds ``--tolerance``, unless the export is as exact as PyTorch itself there: where float32
+PyTorch is that far from the exact result (deep models with large activations, such as untrained
+DaViT-S/B at 800x1333), both are compared with a float64 PyTorch forward and the export passes
+when its error is at most twice float32 PyTorch's (both errors are printed and saved).
 """
 import argparse
 import json
@@ -63,7 +66,10 @@ def main(argv=None) -> int:
         with open(args.json, 'w') as f:
             json.dump(result.to_dict(), f, indent=1)
     if result.verification:
-        print(f'verified: max |diff| {result.max_abs_diff:.3g} <= {args.tolerance:g}')
+        beyond = [v for v in result.verification if 'float64_error_exported' in v]
+        print(f'verified: max |diff| {result.max_abs_diff:.3g}' + (
+            f' (above {args.tolerance:g} at {len(beyond)} size(s), where the export is as exact as float32 PyTorch)'
+            if beyond else f' <= {args.tolerance:g}'))
     return 0
 
 
