@@ -8,8 +8,9 @@ import mmengine
 import pytest
 import torch
 
-from helpers import run_tool
 from vitzoo.apis.model import ModelHub
+
+from helpers import run_tool
 
 DEMO_NAME = 'twins-pcpvt-tiny_1xb64_digits'
 

@@ -12,8 +12,9 @@ import torch
 import yaml
 
 import vitzoo
-from helpers import REPO, run_tool, run_tool_in_process, tiny_cls_config
 from vitzoo.apis.model import ModelHub, NoPublicWeightsError, load_model_index
+
+from helpers import REPO, run_tool, run_tool_in_process, tiny_cls_config
 
 DEMO_NAME = 'twins-pcpvt-tiny_1xb64_digits'
 BIRD = osp.join(REPO, 'demo', 'bird.JPEG')
@@ -52,7 +53,8 @@ def test_every_config_is_indexed_and_every_entry_has_a_config():
     assert configs - indexed == set(), 'configs without an entry in model-index.yml'
     with open(osp.join(REPO, 'model-index.yml')) as f:
         imported = yaml.safe_load(f)['Import']
-    assert sorted(imported) == sorted(osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs', '*', 'metafile.yml')))
+    metafiles = glob.glob(osp.join(REPO, 'configs', '*', 'metafile.yml'))
+    assert sorted(imported) == sorted(osp.relpath(p, REPO) for p in metafiles)
 
 
 def test_index_entries_follow_openmmlab_conventions():
@@ -265,8 +267,9 @@ def test_mmpretrain_checkpoint_layout_loads_strictly(served, cache, tmp_path):
     from mmpretrain.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         reference = MODELS.build(dict(
-            type='mmpretrain.ImageClassifier', backbone=dict(type='mmpretrain.PCPVT', arch='small', qkv_bias=True,  # as its configs
-                                                  norm_after_stage=[False] * 3 + [True]),
+            type='mmpretrain.ImageClassifier',
+            backbone=dict(type='mmpretrain.PCPVT', arch='small', qkv_bias=True,  # as its configs
+                          norm_after_stage=[False] * 3 + [True]),
             neck=dict(type='GlobalAveragePooling'), head=dict(type='LinearClsHead', num_classes=1000, in_channels=512)))
     reference.init_weights()
     reference.eval()
@@ -372,7 +375,8 @@ def test_trained_demo_checkpoint_predicts_the_digit(trained_demo):
 def test_test_tool_explains_models_without_weights():
     proc = run_tool('tools/test.py', 'pit-b-distilled_3rdparty_8xb128_in1k', check=False)
     assert proc.returncode != 0
-    assert 'pit_b_distill_840.pth' in proc.stderr and 'tools/test.py pit-b-distilled_3rdparty_8xb128_in1k' in proc.stderr
+    assert 'pit_b_distill_840.pth' in proc.stderr
+    assert 'tools/test.py pit-b-distilled_3rdparty_8xb128_in1k' in proc.stderr
 
 
 def test_readme_tables_are_generated_from_the_index():

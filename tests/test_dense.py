@@ -18,19 +18,19 @@ import math
 import os.path as osp
 import re
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from backbone_table import BACKBONES, row_of
-from helpers import REPO, free_port, run_tool
 from vitzoo.apis.model import ModelHub, ModelInfo
 
+from backbone_table import BACKBONES, row_of
+from helpers import REPO, free_port, run_tool
+
 sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
-from toy_dense_dataset import (ADE20K_CLASSES, CATEGORIES, COCO_STUFF_CLASSES, COCO_THING_CLASSES,  # noqa: E402
-                               generate)
+from toy_dense_dataset import ADE20K_CLASSES, CATEGORIES, COCO_STUFF_CLASSES, COCO_THING_CLASSES, generate  # noqa: E402
 
 SEG_DIR = osp.join(REPO, 'configs', 'segformer')
 PAN_DIR = osp.join(REPO, 'configs', 'panoptic_fpn')
@@ -294,8 +294,8 @@ def _without_init(cfg: Config) -> Config:
 @pytest.fixture(scope='module')
 def cls_checkpoints(tmp_path_factory):
     """A randomly initialised ImageNet classifier of every family, saved as a checkpoint."""
-    from mmpretrain.registry import MODELS
     from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
     init_default_scope('mmpretrain')
     tmp = tmp_path_factory.mktemp('cls_ckpt')
     out = {}
@@ -361,8 +361,8 @@ def test_toy_dataset_is_deterministic_and_valid(toy_dense_root, tmp_path):
     import json
 
     import numpy as np
-    from PIL import Image
     from panopticapi.utils import rgb2id
+    from PIL import Image
     again = str(tmp_path / 'again')
     generate(again, num_train=64, num_val=16)
     for rel in ('coco/annotations/panoptic_val2017.json', 'ade/ADEChallengeData2016/annotations/training/'

@@ -5,8 +5,8 @@ One small custom arch per family (every parameter randomised) keeps the exports 
 arches go through the same code (``make export-check`` exports every config of the index).
 """
 import copy
-from types import SimpleNamespace
 import os.path as osp
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
@@ -15,9 +15,16 @@ import torch
 from torch import nn
 
 import vitzoo
+from vitzoo.deploy import (
+    DynamicShapeError,
+    ExportedModel,
+    UnsupportedExportError,
+    build_inference_graph,
+    export_model,
+    verify_export,
+)
+
 from helpers import REPO, load_tool, randomize_
-from vitzoo.deploy import (DynamicShapeError, ExportedModel, UnsupportedExportError, build_inference_graph,
-                           export_model, verify_export)
 
 # family -> (index name, model overrides of a small arch)
 TINY = {

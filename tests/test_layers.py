@@ -2,9 +2,17 @@
 import pytest
 import torch
 
+from vitzoo.models.layers import (
+    Attention,
+    DropPath,
+    PosConv,
+    WindowAttention,
+    scaled_dot_product_attention,
+    window_partition,
+    window_reverse,
+)
+
 from helpers import randomize_, window_attention_reference
-from vitzoo.models.layers import (Attention, DropPath, PosConv, WindowAttention, scaled_dot_product_attention,
-                                  window_partition, window_reverse)
 
 
 @pytest.mark.parametrize('mask_kind', [None, 'bool', 'float'])

@@ -23,10 +23,11 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
 
-from helpers import REPO, free_port, run_tool, tiny_cls_config
 from vitzoo.engine import NonFiniteLossError, latest_checkpoint
 from vitzoo.utils import download
 from vitzoo.utils.download import cached_copy_remedy, download_checkpoint
+
+from helpers import REPO, free_port, run_tool, tiny_cls_config
 
 DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
 # A tiny model trains fastest on one thread, and its runs do not fight the other tests for the cores.

@@ -17,11 +17,19 @@ import torch
 from mmengine.config import Config
 
 import vitzoo
-from helpers import REPO, free_port, run_tool, run_tool_in_process, tiny_cls_config
 from vitzoo.models import PCPVT, DaViT
-from vitzoo.models.checkpoint import (CheckpointMismatchError, UnreadableCheckpointError, convert_state_dict,
-                                      converter_cli, fit_state_dict, load_checkpoint_to_model, read_checkpoint,
-                                      unwrap_state_dict)
+from vitzoo.models.checkpoint import (
+    CheckpointMismatchError,
+    UnreadableCheckpointError,
+    convert_state_dict,
+    converter_cli,
+    fit_state_dict,
+    load_checkpoint_to_model,
+    read_checkpoint,
+    unwrap_state_dict,
+)
+
+from helpers import REPO, free_port, run_tool, run_tool_in_process, tiny_cls_config
 
 DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
 DEMO_NAME = 'twins-pcpvt-tiny_1xb64_digits'
@@ -467,6 +475,7 @@ def _publish(root, name: str, obj) -> str:
 
 def test_unreadable_images_are_named(tmp_path):
     from mmengine.registry import TRANSFORMS
+
     from vitzoo.datasets import UnreadableImageError
     empty, corrupt = tmp_path / 'empty.png', tmp_path / 'corrupt.png'
     empty.write_bytes(b'')
@@ -506,6 +515,7 @@ def test_labels_beyond_num_classes_raise_naming_the_sample():
 def test_every_foreign_layout_is_named():
     """Errors and logs name the layout a checkpoint was recognised as (key tables of tests/data/keys)."""
     import json
+
     from vitzoo.models.checkpoint import convert_with_layout, strip_prefix
 
     def layout(table: str, name: str) -> str:

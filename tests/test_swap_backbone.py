@@ -15,13 +15,14 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from backbone_table import ROWS, row_of
-from helpers import REPO, randomize_, run_tool_in_process, tiny_cls_config
 from vitzoo.apis import swap
 from vitzoo.apis.model import ModelHub, build_model_from_cfg
 from vitzoo.apis.random_batch import random_batch
 from vitzoo.apis.swap import SwapError, swap_backbone
 from vitzoo.models import LVT, PCPVT, SVT, DaViT, PiT
+
+from backbone_table import ROWS, row_of
+from helpers import REPO, randomize_, run_tool_in_process, tiny_cls_config
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
 from toy_dense_dataset import ADE20K_CLASSES, COCO_THING_CLASSES, generate  # noqa: E402

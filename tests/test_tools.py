@@ -100,6 +100,7 @@ def test_dist_train_and_test_on_two_cpu_processes(digits_root, tmp_path, monkeyp
 
 def test_shutdown_distributed_destroys_the_process_group():
     import torch.distributed as dist
+
     from vitzoo.engine import shutdown_distributed
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
     assert dist.is_initialized()
@@ -110,8 +111,8 @@ def test_shutdown_distributed_destroys_the_process_group():
 
 @pytest.mark.parametrize('scope', ['mmpretrain', 'mmseg', 'mmdet'])
 def test_vitzoo_types_resolve_from_every_default_scope(scope):
-    from mmengine.registry import DefaultScope, init_default_scope
     from mmengine.registry import MODELS as ROOT_MODELS
+    from mmengine.registry import DefaultScope, init_default_scope
     from mmengine.utils import import_modules_from_strings
     import_modules_from_strings(f'{scope}.registry')
     toolbox_models = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
@@ -182,6 +183,7 @@ def test_tta_and_show_dir(trained, tmp_path):
 
 def test_train_flags_rewrite_the_config(tmp_path):
     from argparse import Namespace
+
     from helpers import REPO
     train = load_tool('train')
     args = Namespace(config=osp.join(REPO, 'configs/twins/twins-pcpvt-small_8xb128_in1k.py'), work_dir=None,

@@ -19,11 +19,12 @@ import torch
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from backbone_table import BACKBONES, ROWS
-from helpers import randomize_, set_mask_padding
 from vitzoo.models import PCPVT, SVT, DaViT
 from vitzoo.models.layers import DropPath
 from vitzoo.registry import MODELS
+
+from backbone_table import BACKBONES, ROWS
+from helpers import randomize_, set_mask_padding
 
 SIZES = [(224, 224), (225, 319), (97, 61)]
 each_row = pytest.mark.parametrize('row', ROWS, ids=[row.id for row in ROWS])
@@ -255,7 +256,8 @@ def test_init_cfg_pretrained_loads_every_tensor(row, layout, tmp_path):
     model.init_weights()
     loaded = model.state_dict()
     assert loaded.keys() == state.keys()
-    assert all(torch.equal(loaded[k], state[k]) for k in state), [k for k in state if not torch.equal(loaded[k], state[k])]
+    differing = [k for k in state if not torch.equal(loaded[k], state[k])]
+    assert not differing, differing
 
 
 def invalid_arguments(row):
@@ -293,7 +295,8 @@ def invalid_arguments(row):
     if accepts(row, 'norm_after_stage'):
         cases.append((dict(norm_after_stage=[False, 'True'] + [False] * (n - 2)), TypeError,
                       "norm_after_stage must hold bools, got 'True'"))
-        cases.append((dict(norm_after_stage=[True] * (n + 1)), ValueError, f'norm_after_stage needs one bool per stage \\({n}\\)'))
+        cases.append((dict(norm_after_stage=[True] * (n + 1)), ValueError,
+                      f'norm_after_stage needs one bool per stage \\({n}\\)'))
     for flag in ('mask_padding', 'distilled'):
         if accepts(row, flag):
             cases.append(({flag: 'False'}, TypeError, f'{flag} must be a bool'))

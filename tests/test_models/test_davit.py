@@ -12,13 +12,24 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from helpers import (assert_holds_every_tensor, assert_outputs_close, build_uninitialised, fused_eager_gap,
-                     key_table, randomize_, run_tool, set_mask_padding, tiny_cls_config, window_attention_reference)
 from vitzoo.models import DaViT, convert_state_dict
 from vitzoo.models.backbones.davit import convert_davit
 from vitzoo.models.checkpoint import _CONVERTERS, detect_and_convert, strip_prefix
 from vitzoo.models.layers import WindowAttention
 from vitzoo.registry import MODELS
+
+from helpers import (
+    assert_holds_every_tensor,
+    assert_outputs_close,
+    build_uninitialised,
+    fused_eager_gap,
+    key_table,
+    randomize_,
+    run_tool,
+    set_mask_padding,
+    tiny_cls_config,
+    window_attention_reference,
+)
 
 timm = pytest.importorskip('timm')
 

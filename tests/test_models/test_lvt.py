@@ -14,14 +14,28 @@ from mmengine.runner import load_checkpoint
 from mmpretrain.structures import DataSample
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers import (assert_holds_every_tensor, fused_eager_gap, key_table, randomize_, run_tool,
-                     synthetic_state_dict, tiny_cls_config)
 from vitzoo.models import LVT, convert_state_dict, set_fused_attn
-from vitzoo.models.backbones.lvt import (ConvSelfAttention, RecursiveAtrousAttention, TokenBox, convert_lvt,
-                                         sample_token_box, swap_box)
+from vitzoo.models.backbones.lvt import (
+    ConvSelfAttention,
+    RecursiveAtrousAttention,
+    TokenBox,
+    convert_lvt,
+    sample_token_box,
+    swap_box,
+)
 from vitzoo.models.checkpoint import _CONVERTERS, detect_and_convert, strip_prefix
 from vitzoo.models.heads.lvt_head import ClassAttention
 from vitzoo.registry import MODELS
+
+from helpers import (
+    assert_holds_every_tensor,
+    fused_eager_gap,
+    key_table,
+    randomize_,
+    run_tool,
+    synthetic_state_dict,
+    tiny_cls_config,
+)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lvt', 'lvt_8xb128_in1k.py')

@@ -8,8 +8,6 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import (REPO, assert_holds_every_tensor, assert_outputs_close, build_uninitialised, fused_eager_gap,
-                     key_table, randomize_, run_tool, synthetic_state_dict, tiny_cls_config)
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 from mmpretrain.structures import DataSample
@@ -18,6 +16,19 @@ from vitzoo.models import PiT
 from vitzoo.models.backbones.pit import convert_pit, resize_pos_embed
 from vitzoo.models.checkpoint import convert_state_dict, converter_cli, strip_prefix
 from vitzoo.registry import MODELS
+
+from helpers import (
+    REPO,
+    assert_holds_every_tensor,
+    assert_outputs_close,
+    build_uninitialised,
+    fused_eager_gap,
+    key_table,
+    randomize_,
+    run_tool,
+    synthetic_state_dict,
+    tiny_cls_config,
+)
 
 timm = pytest.importorskip('timm')
 

@@ -9,12 +9,22 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import (assert_holds_every_tensor, assert_outputs_close, build_uninitialised, fused_eager_gap,
-                     key_table, randomize_, set_mask_padding, synthetic_state_dict, window_attention_reference)
 from vitzoo.models import PCPVT, SVT, convert_state_dict
 from vitzoo.models.checkpoint import strip_prefix
 from vitzoo.models.layers import WindowAttention
 from vitzoo.registry import MODELS
+
+from helpers import (
+    assert_holds_every_tensor,
+    assert_outputs_close,
+    build_uninitialised,
+    fused_eager_gap,
+    key_table,
+    randomize_,
+    set_mask_padding,
+    synthetic_state_dict,
+    window_attention_reference,
+)
 
 timm = pytest.importorskip('timm')
 
