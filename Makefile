@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_CONFIG := configs/demo/twins-pcpvt-tiny_1xb64_digits.py
 DEMO_WORK_DIR := work_dirs/demo
 
-.PHONY: install demo test test-slow
+.PHONY: install demo test test-slow lint export-check
 
 install: $(VENV)/.installed
 
@@ -24,3 +24,12 @@ test: install
 # Tests too slow for the 15-minute CI budget (documented in README.md).
 test-slow: install
 	$(PY) -m pytest tests -m slow
+
+# ruff (ruff.toml): pycodestyle, pyflakes and import order; CI runs it.
+lint: install
+	$(VENV)/bin/ruff check .
+
+# Export every model of the index to ONNX and verify it (hours on 2 cores; resumable):
+# writes tools/deployment/export_check.json, the source of the README's export results.
+export-check: install
+	$(PY) tools/deployment/export_check.py
