@@ -18,14 +18,12 @@ import numbers
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from ..checkpoint import convert_state_dict, strip_prefix, unwrap_state_dict
+from ..checkpoint import LoadReport, init_weights_with_pretrained, load_pretrained
 from ..layers import Size, nlc_to_nchw
 
 
@@ -391,43 +389,17 @@ class VitBackbone(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
-                                 map_location=cfg.get('map_location', 'cpu'))
-            self._is_init = True
-            return
-        super().init_weights()
+        """MMEngine's initialisation, with ``init_cfg`` ``Pretrained`` entries (alone or in a list)
+        loaded by :meth:`load_pretrained`."""
+        init_weights_with_pretrained(self, super().init_weights)
 
-    def load_pretrained(self, filename: str, prefix: Optional[str] = None, map_location='cpu') -> None:
-        """Load a checkpoint of any supported layout into this backbone.
+    def load_pretrained(self, filename: str, prefix: Optional[str] = None, map_location='cpu',
+                        strict: bool = True) -> LoadReport:
+        """Load a checkpoint of any supported layout into this backbone, strictly unless ``strict=False``.
 
-        Raises a ``FileNotFoundError`` for a missing file and a ``RuntimeError`` naming the
-        checkpoint when none of its weights fit this backbone or their shapes differ.
+        See :func:`vitzoo.models.checkpoint.load_pretrained`: a missing file raises
+        ``FileNotFoundError``, an unreadable one ``UnreadableCheckpointError``, one that does not fit
+        (keys or shapes, beyond ``pretrained_missing_ok`` / ``pretrained_unexpected_ok``)
+        ``CheckpointMismatchError``, each naming the file.
         """
-        name = type(self).__name__
-        try:
-            checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f'{name} init_cfg: pretrained checkpoint {filename!r} does not exist') from err
-        state_dict = convert_state_dict(unwrap_state_dict(checkpoint))
-        if prefix is None:
-            prefix = 'backbone.' if any(k.startswith('backbone.') for k in state_dict) else ''
-        state_dict = strip_prefix(state_dict, prefix)
-        own_keys = set(self.state_dict())
-        matched = own_keys & set(state_dict)
-        if not matched:
-            sample = ', '.join(list(state_dict)[:3]) or 'none'
-            raise RuntimeError(f'{name}: checkpoint {filename!r} holds no weights for this backbone under '
-                               f'prefix {prefix!r} (its first keys: {sample})')
-        try:
-            missing, unexpected = self.load_state_dict(state_dict, strict=False)
-        except RuntimeError as err:
-            raise RuntimeError(f'{name}: checkpoint {filename!r} does not fit this backbone '
-                               f'(is it another arch?):\n{err}') from err
-        message = f'{name}: loaded {len(matched)}/{len(own_keys)} tensors from {filename}'
-        if missing:
-            message += f'; freshly initialised: {missing}'
-        if unexpected:
-            message += f'; ignored: {unexpected}'
-        print_log(message, logger='current')
+        return load_pretrained(self, filename, prefix=prefix, map_location=map_location, strict=strict)

@@ -247,14 +247,15 @@ def convert_davit(state_dict: Mapping[str, torch.Tensor]) -> Optional[OrderedDic
     """Official, timm or mmpretrain DaViT state dict -> vitzoo layout; None for other layouts."""
     keys = set(state_dict)
     if any(re.match(r'(backbone\.)?main_blocks\.\d+\.\d+\.[01]\.', k) for k in keys):
-        rules = _OFFICIAL_RULES
+        rules, layout = _OFFICIAL_RULES, 'official'
     elif 'stem.conv.weight' in keys and any(re.match(r'stages\.\d+\.blocks\.\d+\.[01]\.cpe1\.', k) for k in keys):
-        rules = _TIMM_RULES
+        rules, layout = _TIMM_RULES, 'timm'
     elif any(re.match(r'(backbone\.)?stages\.\d+\.blocks\.\d+\.spatial_block\.', k) for k in keys):
         if 'patch_embed.projection.weight' in keys:
             state_dict = OrderedDict((f'backbone.{k}', v) for k, v in state_dict.items())
         dense = any(re.match(r'backbone\.norm[0-2]\.', k) for k in state_dict)
         rules = _MMPRETRAIN_RULES + (_MMPRETRAIN_OUT_NORMS if dense else _MMPRETRAIN_HEAD_NORM)
+        layout = 'mmpretrain'
     else:
         return None
-    return rename_keys(state_dict, rules)
+    return rename_keys(state_dict, rules, layout)

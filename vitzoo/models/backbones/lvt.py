@@ -343,4 +343,4 @@ def convert_lvt(state_dict: Mapping[str, torch.Tensor]) -> Optional[OrderedDict]
     keys = set(state_dict)
     if 'backbone.0.0.proj.weight' not in keys or 'backbone.0.1.0.attn.attn.weight' not in keys:
         return None
-    return rename_keys(state_dict, _OFFICIAL_RULES)
+    return rename_keys(state_dict, _OFFICIAL_RULES, 'official')

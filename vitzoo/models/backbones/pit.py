@@ -340,4 +340,4 @@ def convert_pit(state_dict: Mapping[str, torch.Tensor]) -> Optional[OrderedDict]
     if not ({'pos_embed', 'cls_token', 'patch_embed.conv.weight'} <= keys
             and any(k.startswith('transformers.0.blocks.') for k in keys)):
         return None
-    return rename_keys(state_dict, _RULES)
+    return rename_keys(state_dict, _RULES, 'official' if any(k.startswith('pools.') for k in keys) else 'timm')

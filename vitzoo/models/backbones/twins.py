@@ -237,12 +237,12 @@ def convert_twins(state_dict: Mapping[str, torch.Tensor]) -> Optional[OrderedDic
     """Official/timm or mmpretrain Twins state dict -> vitzoo layout; None for other layouts."""
     keys = set(state_dict)
     if 'patch_embeds.0.proj.weight' in keys and any(k.startswith('blocks.0.0.') for k in keys):
-        rules = _OFFICIAL_RULES
+        rules, layout = _OFFICIAL_RULES, 'official/timm'
     elif 'patch_embeds.0.projection.weight' in keys:
         state_dict = OrderedDict((f'backbone.{k}', v) for k, v in state_dict.items())
-        rules = _MMPRETRAIN_RULES
+        rules, layout = _MMPRETRAIN_RULES, 'mmpretrain backbone'
     elif 'backbone.patch_embeds.0.projection.weight' in keys:
-        rules = _MMPRETRAIN_RULES
+        rules, layout = _MMPRETRAIN_RULES, 'mmpretrain'
     else:
         return None
-    return rename_keys(state_dict, rules)
+    return rename_keys(state_dict, rules, layout)
