@@ -150,8 +150,8 @@ def tiny_dense_config(config: str, out_dir: str, root: str, iters: int = 2) -> s
     backbone, args = backbone_args(config)
     arch = row_of(backbone, **args).arch  # the contract table's tiny arch of the family
     channels = backbone.describe_outputs(**dict(args, arch=arch))['channels']
-    if isinstance(args.get('arch'), dict):
-        arch = dict(_delete_=True, **arch)  # replaces the base config's arch dict instead of merging
+    if 'arch' in args:  # the base config names an arch (or gives a dict): replace it, never merge into it
+        arch = dict(_delete_=True, **arch)
     path = osp.join(out_dir, 'tiny_' + osp.basename(config))
     common = f'''
 _base_ = {config!r}
