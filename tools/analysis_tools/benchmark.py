@@ -205,7 +205,10 @@ def build_vitzoo(cfg, x, device):
     if scope == 'mmpretrain':
         num_classes = cfg.model.get('head', {}).get('num_classes', 1000)
         labels = torch.randint(0, num_classes, (x.shape[0], ), device=device)
-        forward = (lambda inputs: model(inputs, mode='tensor'))
+
+        def forward(inputs):
+            return model(inputs, mode='tensor')
+
         return model, forward, classification_loss(forward, labels), num_classes
     # segmentors and detectors: the toolbox's predict (with post-processing) and loss on random targets
     from mmengine.registry import DefaultScope

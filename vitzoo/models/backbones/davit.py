@@ -30,8 +30,17 @@ from torch import nn
 
 from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
-from ..layers import (Attention, DropPath, Mlp, PatchEmbed, PosConv, Size, WindowAttention,
-                      nlc_to_nchw, scaled_dot_product_attention)
+from ..layers import (
+    Attention,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    PosConv,
+    Size,
+    WindowAttention,
+    nlc_to_nchw,
+    scaled_dot_product_attention,
+)
 from .base import EmbedStage, VitBackbone, build_out_norms, check_flag, init_vit_weights
 
 

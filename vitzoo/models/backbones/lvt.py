@@ -25,8 +25,17 @@ from torch import nn
 
 from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
-from ..layers import (Block, ConvMlp, Mlp, PatchEmbed, Size, SpatialReductionAttention, known_zero, nchw_to_nlc,
-                      nlc_to_nchw)
+from ..layers import (
+    Block,
+    ConvMlp,
+    Mlp,
+    PatchEmbed,
+    Size,
+    SpatialReductionAttention,
+    known_zero,
+    nchw_to_nlc,
+    nlc_to_nchw,
+)
 from .base import EmbedStage, VitBackbone, init_vit_weights, run_blocks
 
 
@@ -267,7 +276,8 @@ class LVT(VitBackbone):
         arch = self.arch_settings
         unknown = [t for t in arch['attn_types'] if t not in ATTENTION_TYPES]
         if unknown:
-            raise ValueError(f"LVT arch['attn_types'] entries must be one of {ATTENTION_TYPES}, got {arch['attn_types']}")
+            raise ValueError(f"LVT arch['attn_types'] entries must be one of {ATTENTION_TYPES}, "
+                             f"got {arch['attn_types']}")
         embed_dims = arch['embed_dims']
         self.embed_dims = list(embed_dims)
 

@@ -21,8 +21,7 @@ from torch import nn
 
 from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
-from ..layers import (Block, Mlp, PatchEmbed, PosConv, Size, SpatialReductionAttention, WindowAttention,
-                      nlc_to_nchw)
+from ..layers import Block, Mlp, PatchEmbed, PosConv, Size, SpatialReductionAttention, WindowAttention, nlc_to_nchw
 from .base import VitBackbone, build_out_norms, check_flag, init_vit_weights, run_blocks
 
 
