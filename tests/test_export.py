@@ -289,3 +289,23 @@ def test_verification_beyond_the_tolerance_needs_an_export_as_exact_as_pytorch(m
         with pytest.raises(deploy_export.ExportVerificationError, match='beyond 0.0001 at 2x8x8'):
             deploy_export.verify_export(graph, 'x.onnx', [(2, 8, 8)], log=lines.append)
         assert 'less exact than PyTorch FAILED' in lines[-1]
+
+
+def test_readme_export_results_match_export_check_json(tmp_path, capsys):
+    """README.md shows what tools/deployment/export_check.json records, every model of the index in it;
+    a changed result in the JSON makes the check fail."""
+    import json
+    export_check = load_tool('deployment/export_check')
+    json_path = osp.join(REPO, 'tools', 'deployment', 'export_check.json')
+    assert export_check.main(['--readme', '--check', '--out', json_path]) == 0, capsys.readouterr().out
+    with open(osp.join(REPO, 'README.md')) as f:
+        block = f.read().split(export_check.START)[1].split(export_check.END)[0]
+    assert all(f'| `{name}` |' in block for name in vitzoo.list_models())
+    with open(json_path) as f:
+        results = json.load(f)
+    name = sorted(n for n, e in results.items() if e['status'] == 'ok')[0]
+    results[name]['max_abs_diff'] *= 3
+    changed = tmp_path / 'changed.json'
+    changed.write_text(json.dumps(results))
+    assert export_check.main(['--readme', '--check', '--out', str(changed)]) == 1
+    assert 'stale' in capsys.readouterr().out
