@@ -10,7 +10,7 @@ import torch
 
 from vitzoo.apis.model import ModelHub
 
-from helpers import run_tool
+from helpers import REPO, load_tool, run_tool
 
 DEMO_NAME = 'twins-pcpvt-tiny_1xb64_digits'
 
@@ -122,6 +122,127 @@ def test_benchmark_against_timm(tmp_path):
         rows = reports[name]['results']
         assert [r['mode'] for r in rows] == ['infer', 'train'] and 'timm' not in rows[0]
         assert all(r['vitzoo']['img_per_s'] > 0 for r in rows)
+
+
+def _bench_rows(report):
+    return {row['mode']: row for row in report['results']}
+
+
+def test_benchmark_gflops_and_matmul_peak(tmp_path):
+    """GFLOP/s = the counter's FLOPs x img/s (3x for a training step), as a fraction of the matmul peak
+    measured in the same run."""
+    from vitzoo.apis import get_model_complexity
+    out = tmp_path / 'bench.json'
+    name = 'pit-ti_3rdparty_8xb128_in1k'
+    load_tool('analysis_tools/benchmark').main(
+        [name, '--compare', 'timm', '--batch-size', '2', '--shape', '64', '--warmup', '1', '--iters', '1',
+         '--rounds', '1', '--threads', '2', '--matmul-size', '256', '--json', str(out)])
+    report = json.loads(out.read_text())[0]
+    assert report['machine']['torch_threads'] == 2 and report['machine']['torch'] == torch.__version__
+    assert report['command'].startswith('python tools/analysis_tools/benchmark.py ' + name)
+    peak = report['matmul_peak']
+    assert peak['n'] == 256 and peak['gflop_per_s'] == pytest.approx(2 * 256**3 / peak['seconds'] / 1e9)
+    # forward FLOPs per image: 2 x the MACs get_flops.py counts (attention matmuls included), same for timm
+    c = get_model_complexity(name, shape=(64, 64), attn_matmuls='include')
+    assert report['flops_per_image']['vitzoo'] == 2 * (c.macs_without_attention + c.attention_macs)
+    assert report['flops_per_image']['timm'] == report['flops_per_image']['vitzoo']
+    rows = _bench_rows(report)
+    for mode, factor in (('infer', 1), ('train', 3)):
+        for key in ('vitzoo', 'timm'):
+            entry = rows[mode][key]
+            gflops = factor * report['flops_per_image'][key] * entry['img_per_s'] / 1e9
+            assert entry['gflop_per_s'] == pytest.approx(gflops, rel=1e-9)
+            assert entry['peak_fraction'] == pytest.approx(gflops / peak['gflop_per_s'], rel=1e-9)
+        assert rows[mode]['ratio'] == pytest.approx(rows[mode]['vitzoo']['img_per_s'] / rows[mode]['timm']['img_per_s'])
+        assert 'with_cp' not in rows[mode]  # only with --with-cp-memory
+
+
+@pytest.mark.slow
+def test_benchmark_with_cp_memory(tmp_path):
+    """with_cp=True recomputes PiT-Ti's block activations in the backward: a smaller training peak."""
+    out = tmp_path / 'cp.json'
+    load_tool('analysis_tools/benchmark').main(
+        ['pit-ti_3rdparty_8xb128_in1k', '--mode', 'train', '--batch-size', '2', '--shape', '224', '--warmup', '1',
+         '--iters', '1', '--rounds', '1', '--with-cp-memory', '--matmul-size', '64', '--json', str(out)])
+    cp = _bench_rows(json.loads(out.read_text())[0])['train']['with_cp']
+    assert cp['ratio'] == pytest.approx(cp['peak_mem_bytes_with'] / cp['peak_mem_bytes_without'])
+    assert cp['peak_mem_bytes_without'] > 20 * 2**20 and cp['ratio'] < 0.7
+
+
+def test_benchmark_shape_sweep_writes_table_and_plot(tmp_path):
+    out, plot = tmp_path / 'sweep.json', tmp_path / 'sweep.png'
+    load_tool('analysis_tools/benchmark').main(
+        [DEMO_NAME, '--mode', 'infer', '--batch-size', '1', '--sweep-shape', '32', '64', '--warmup', '1', '--iters',
+         '1', '--rounds', '1', '--matmul-size', '64', '--json', str(out), '--plot', str(plot)])
+    reports = json.loads(out.read_text())
+    assert [(r['model'], r['shape'], r['sweep']) for r in reports] == [(DEMO_NAME, [32, 32], True),
+                                                                       (DEMO_NAME, [64, 64], True)]
+    small, large = (r['flops_per_image']['vitzoo'] for r in reports)
+    assert large == pytest.approx(4 * small, rel=0.1)  # convolutions and linears grow with the pixels
+    assert all(_bench_rows(r)['infer']['vitzoo']['img_per_s'] > 0 for r in reports)
+    assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and plot.stat().st_size > 10_000
+
+
+def test_benchmark_new_argument_errors(capsys):
+    benchmark = load_tool('analysis_tools/benchmark')
+    for extra, message in ((['--plot', 'x.png'], '--plot draws a --sweep-shape run'),
+                           (['--with-cp-memory', '--mode', 'infer'], 'measures training steps'),
+                           (['--compile', '--backend', 'onnxruntime', '--device', 'cpu'], 'no --compile')):
+        with pytest.raises(SystemExit):
+            benchmark.parse_args([DEMO_NAME, *extra])
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_compile_reports_compile_time_and_ratios(tmp_path):
+    out = tmp_path / 'compile.json'
+    load_tool('analysis_tools/benchmark').main(
+        ['pit-ti_3rdparty_8xb128_in1k', '--compare', 'timm', '--compile', '--batch-size', '2', '--shape', '64',
+         '--warmup', '1', '--iters', '1', '--rounds', '1', '--matmul-size', '64', '--json', str(out)])
+    rows = _bench_rows(json.loads(out.read_text())[0])
+    for row in rows.values():
+        for key in ('vitzoo_compiled', 'timm_compiled'):
+            assert row[key]['compile_s'] > 0 and row[key]['img_per_s'] > 0 and row[key]['gflop_per_s'] > 0
+        assert row['compiled_ratio'] == pytest.approx(row['vitzoo_compiled']['img_per_s'] /
+                                                      row['timm_compiled']['img_per_s'])
+        assert row['compile_speedup'] == pytest.approx(row['vitzoo_compiled']['img_per_s'] /
+                                                       row['vitzoo']['img_per_s'])
+
+
+def test_readme_speed_section_matches_speed_json(tmp_path, capsys):
+    """README.md shows what tools/analysis_tools/speed.json records (no timing here); a changed JSON is stale."""
+    speed_table = load_tool('analysis_tools/speed_table')
+    json_path = osp.join(REPO, 'tools', 'analysis_tools', 'speed.json')
+    assert speed_table.main(['--check']) == 0, capsys.readouterr().out
+    merged = json.loads(open(json_path).read())
+    with open(osp.join(REPO, 'README.md')) as f:
+        block = f.read().split(speed_table.START)[1].split(speed_table.END)[0]
+    for report in merged['main']:
+        rows = _bench_rows(report)
+        assert f'`{report["model"]}`' in block
+        if 'ratio' in rows['infer']:
+            assert f'{rows["infer"]["ratio"]:.2f}' in block and f'{rows["train"]["ratio"]:.2f}' in block
+    assert merged['sweep'] and osp.isfile(osp.join(REPO, 'docs', 'speed_sweep.png'))
+    changed = tmp_path / 'speed.json'
+    merged['main'][0]['results'][0]['ratio'] += 0.5
+    changed.write_text(json.dumps(merged))
+    assert speed_table.main(['--check', '--json', str(changed)]) == 1
+    assert 'stale' in capsys.readouterr().out
+
+
+def test_speed_table_merge_files_reports_by_kind(tmp_path):
+    speed_table = load_tool('analysis_tools/speed_table')
+    row = dict(mode='infer', vitzoo=dict(img_per_s=1.0, peak_mem_bytes=None))
+    runs = [[dict(model='a', results=[row], sweep=False)], [dict(model='b', results=[row], sweep=True)],
+            [dict(model='c', results=[dict(row, vitzoo_compiled=row['vitzoo'])], sweep=False)]]
+    paths = []
+    for i, run in enumerate(runs):
+        paths.append(tmp_path / f'{i}.json')
+        paths[-1].write_text(json.dumps(run))
+    out = tmp_path / 'speed.json'
+    assert speed_table.main(['--merge', *map(str, paths), '--json', str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert {k: [r['model'] for r in v] for k, v in merged.items()} == dict(main=['a'], sweep=['b'], compile=['c'])
 
 
 def test_analyze_logs_draws_curves(trained_demo, tmp_path):

@@ -3,6 +3,7 @@
     python tools/analysis_tools/benchmark.py CONFIG_OR_NAME [...] [--batch-size 8] [--shape H [W]]
         [--mode {infer,train,both}] [--warmup 3] [--iters 10] [--rounds 3] [--device cpu|cuda]
         [--threads N] [--compare timm] [--backend {torch,onnxruntime}] [--json OUT.json]
+        [--compile] [--with-cp-memory] [--sweep-shape S [S ...] [--plot OUT.png]]
 
 What is timed (after ``--warmup`` untimed iterations of each model and mode):
 
@@ -30,19 +31,45 @@ against PyTorch (max |difference| of the outputs), and onnxruntime's CPU provide
 intra-op threads) alternates with PyTorch eager; inference only. The ratio is vitzoo / onnxruntime
 (< 1: onnxruntime faster).
 
+Achieved GFLOP/s: every model's forward FLOPs per image are counted once at the benchmarked size
+by vitzoo's counter (``vitzoo.apis.count_macs``, the one of get_flops.py: convolutions, linear
+layers and matmuls, attention matmuls included, FLOPs = 2 x MACs); a training step is counted as
+3x the forward FLOPs (forward + backward of activations and weights; the optimizer, norms and
+element-wise ops are not counted). GFLOP/s = FLOPs per image x img/s. The fraction of the
+machine's limit divides it by the fp32 matmul throughput measured once per run in the same
+process (a square ``torch.mm``, median of several, at the benchmark's thread count).
+
+``--compile`` also times ``torch.compile(model)`` of every model (vitzoo, and timm with
+``--compare timm``), alternating with the eager ones: the first call of each mode (compilation
+plus one step) is reported as ``compile_s``, steady-state img/s after it like the eager models.
+
+``--with-cp-memory`` (training): builds a second vitzoo model with the backbone's
+``with_cp=True`` (activation checkpointing) and reports the peak memory of a training step with
+and without it (median of 3 steps each) and their ratio (< 1: checkpointing saves memory).
+
+``--sweep-shape S ...`` runs everything once per input size S x S (each its own report, with
+``"sweep": true``); ``--plot OUT.png`` draws img/s and peak memory against the input size, one
+line per model.
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during one iteration (weights
 included). On CPU the growth of the process's peak resident set (``VmHWM`` reset through
 ``/proc/self/clear_refs``) over one iteration, with glibc's mmap threshold pinned to 128 KiB so
 freed activations leave the resident set: activations, gradients and workspace, not weights.
 """
 import argparse
+import copy
 import ctypes
+import datetime
+import gc
 import json
+import os
 import os.path as osp
+import platform
+import shlex
 import statistics
 import sys
 import time
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +93,19 @@ def parse_args(argv=None):
     parser.add_argument('--backend', choices=['torch', 'onnxruntime'], default='torch',
                         help='onnxruntime: also time the model exported to ONNX (inference, CPU)')
     parser.add_argument('--json', help='write the results to this JSON file')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time torch.compile(model) (and timm\'s): compile time and steady-state img/s')
+    parser.add_argument('--with-cp-memory', action='store_true',
+                        help='training: peak memory with and without the backbone\'s with_cp=True')
+    parser.add_argument('--sweep-shape', type=int, nargs='+', metavar='S',
+                        help='run at each input size S x S (instead of --shape)')
+    parser.add_argument('--plot', help='with --sweep-shape: draw img/s and memory against size into this PNG')
+    parser.add_argument('--matmul-size', type=int, default=2048, help='n of the n x n fp32 matmul peak')
     args = parser.parse_args(argv)
+    if args.plot and not args.sweep_shape:
+        parser.error('--plot draws a --sweep-shape run')
+    if args.with_cp_memory and args.mode == 'infer':
+        parser.error('--with-cp-memory measures training steps: use --mode train or both')
     if len(args.shape) not in (1, 2):
         parser.error('--shape takes H or H W')
     if args.backend == 'onnxruntime':
@@ -74,6 +113,8 @@ def parse_args(argv=None):
             parser.error('--backend onnxruntime and --compare timm each add a second model; choose one')
         if args.device != 'cpu':
             parser.error('--backend onnxruntime runs on the CPU: pass --device cpu')
+        if args.compile or args.with_cp_memory:
+            parser.error('--backend onnxruntime times inference of the exported file: no --compile / --with-cp-memory')
         args.mode = 'infer'  # an exported file has no training step
     return args
 
@@ -244,6 +285,41 @@ def check_outputs(vitzoo_model, timm_model, x) -> float:
     return (a - b).abs().max().item()
 
 
+def machine_info() -> dict:
+    """CPU model, core count, torch threads and library versions of this process."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+    except OSError:
+        pass
+    info = dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                python=platform.python_version())
+    try:
+        import timm
+        info['timm'] = timm.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name()
+    return info
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> dict:
+    """The machine's fp32 matmul throughput: median time of ``repeats`` square n x n ``torch.mm``."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up (thread pool, allocator)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return dict(n=n, repeats=repeats, seconds=seconds, gflop_per_s=2 * n**3 / seconds / 1e9)
+
+
 def main(argv=None):
     args = parse_args(argv)
     from mmengine.logging import MMLogger
@@ -252,11 +328,63 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    reports = [benchmark(model, args, device, pinned) for model in args.models]
+    run = dict(command=' '.join(['python', 'tools/analysis_tools/benchmark.py',
+                                 *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+               date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+               machine=machine_info(), matmul_peak=matmul_peak(device, args.matmul_size))
+    print(f'fp32 matmul peak ({args.matmul_size}x{args.matmul_size}, {device.type}, '
+          f'{torch.get_num_threads()} threads): {run["matmul_peak"]["gflop_per_s"]:.1f} GFLOP/s')
+    shapes = [[s] for s in args.sweep_shape] if args.sweep_shape else [args.shape]
+    reports = []
+    for model in args.models:
+        for shape in shapes:
+            report = benchmark(model, args, device, pinned, shape, run['matmul_peak']['gflop_per_s'])
+            report.update(run, sweep=bool(args.sweep_shape))
+            reports.append(report)
+            gc.collect()
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(reports, f, indent=1)
+    if args.plot:
+        plot_sweep(reports, args.plot)
+        print(f'wrote {args.plot}')
     sys.stdout.flush()
+
+
+def plot_sweep(reports: List[dict], path: str) -> None:
+    """img/s and peak memory against the input size, a line per model (solid vitzoo, dashed timm)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    mode = reports[0]['results'][0]['mode']
+    fig, (ax_speed, ax_mem) = plt.subplots(1, 2, figsize=(12, 4.5))
+    series = {}
+    for report in reports:
+        row = next(r for r in report['results'] if r['mode'] == mode)
+        for key in ('vitzoo', 'timm'):
+            if key in row:
+                series.setdefault((report['model'], key), []).append((report['shape'][0], row[key]))
+    for i, ((model, key), points) in enumerate(sorted(series.items())):
+        sizes = [size for size, _ in points]
+        style = dict(marker='o', linestyle='-' if key == 'vitzoo' else '--', color=f'C{i % 10}',
+                     label=model if key == 'vitzoo' else f'timm {model}')
+        ax_speed.plot(sizes, [r['img_per_s'] for _, r in points], **style)
+        if all(r['peak_mem_bytes'] is not None for _, r in points):
+            ax_mem.plot(sizes, [r['peak_mem_bytes'] / 2**20 for _, r in points], **style)
+    first = reports[0]
+    mem = 'peak allocated' if first['device'].startswith('cuda') else 'peak RSS growth'
+    for ax, label in ((ax_speed, 'img/s (log)'), (ax_mem, f'{mem} (MiB, log)')):
+        ax.set_xlabel('input size S (S x S)')
+        ax.set_ylabel(label)
+        ax.set_yscale('log')
+        ax.set_xticks(sorted({r['shape'][0] for r in reports}))
+        ax.grid(True, alpha=0.3)
+    ax_speed.legend(fontsize=7)
+    fig.suptitle(f'{mode}, batch {first["batch_size"]}, {first["device"]} '
+                 f'({first["machine"]["torch_threads"]} threads), fp32 eager; {first["date"]}', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 class ExportedRunner:
@@ -289,8 +417,67 @@ def onnxruntime_runner(model, cfg, x, report: dict) -> ExportedRunner:
     return ExportedRunner(f'onnxruntime (CPU, {torch.get_num_threads()} threads)', ExportedModel(path))
 
 
-def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict:
-    h, w = args.shape[0], args.shape[-1]
+def forward_flops(model, cfg, x1: torch.Tensor, forward=None) -> Optional[int]:
+    """FLOPs (2 x MACs, attention matmuls included) of one forward pass of ``x1`` (batch 1), counted by
+    vitzoo's counter; classifiers through ``forward``, dense models as get_flops.py counts them."""
+    from vitzoo.apis import count_macs, get_model_complexity
+    training = model.training
+    model.eval()
+    try:
+        if forward is not None:
+            other, attention = count_macs(model, forward, x1)
+        else:
+            model.cfg = cfg
+            c = get_model_complexity(model, tuple(x1.shape[2:]), attn_matmuls='include')
+            other, attention = c.macs_without_attention, c.attention_macs
+    except Exception as err:  # a model the counter cannot run: no GFLOP/s, the timings still hold
+        print(f'FLOP count failed ({type(err).__name__}: {err}): no GFLOP/s')
+        return None
+    finally:
+        model.train(training)
+    return 2 * (other + attention)
+
+
+def with_cp_memory(cfg, runner: 'Runner', x: torch.Tensor, device: torch.device, steps: int = 3) -> dict:
+    """Peak memory of a training step without and with the backbone's ``with_cp=True`` (median of ``steps``)."""
+    if backbone_class(cfg) is None:
+        return dict(why='not a vitzoo backbone: no with_cp')
+    cp_cfg = copy.deepcopy(cfg)
+    cp_cfg.model.backbone.with_cp = True
+    torch.manual_seed(0)
+    cp_model, _, cp_loss, _ = build_vitzoo(cp_cfg, x, device)
+    cp_runner = Runner('with_cp', cp_model, None, cp_loss, device)
+    peaks = {}
+    for key, r in (('without', runner), ('with', cp_runner)):
+        r.set_mode('train')
+        r.train(x)
+        values = []
+        for _ in range(steps):
+            with PeakMemory(device) as peak:
+                r.train(x)
+            values.append(peak.peak)
+        peaks[key] = None if None in values else statistics.median(values)
+    del cp_runner, cp_model
+    gc.collect()
+    result = dict(peak_mem_bytes_without=peaks['without'], peak_mem_bytes_with=peaks['with'], steps=steps)
+    if peaks['without'] and peaks['with'] is not None:
+        result['ratio'] = peaks['with'] / peaks['without']
+    return result
+
+
+def compiled_runner(runner: 'Runner') -> 'Runner':
+    """``runner`` with its inference and loss functions through ``torch.compile`` (same module and weights)."""
+    compiled = Runner(f'{runner.label} (compiled)', runner.module, torch.compile(runner._infer),
+                      torch.compile(runner._loss), runner.device)
+    compiled.key = f'{getattr(runner, "key", "vitzoo")}_compiled'
+    compiled.flops = runner.flops
+    return compiled
+
+
+def benchmark(model_name: str, args, device: torch.device, pinned: bool, shape: Optional[List[int]] = None,
+              peak_gflops: Optional[float] = None) -> dict:
+    shape = shape or args.shape
+    h, w = shape[0], shape[-1]
     cfg, info = load_config(model_name)
     name = info.name if info else model_name
     torch.manual_seed(0)
@@ -302,7 +489,11 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict
     x = torch.randn(args.batch_size, 3, h, w, device=device)
     model, forward, loss, num_classes = build_vitzoo(cfg, x, device)
     runners = [Runner(f'vitzoo {name}', model, forward, loss, device)]
-    report = dict(model=name, batch_size=args.batch_size, shape=[h, w], device=str(device))
+    classifier = num_classes is not None
+    runners[0].flops = forward_flops(model, cfg, x[:1], forward if classifier else None)
+    report = dict(model=name, batch_size=args.batch_size, shape=[h, w], device=str(device),
+                  warmup=args.warmup, iters=args.iters, rounds=args.rounds,
+                  flops_per_image=dict(vitzoo=runners[0].flops))
     if args.compare == 'timm':
         tname, why = timm_name(cfg)
         if tname is None:
@@ -315,8 +506,19 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict
             labels = torch.randint(0, num_classes, (args.batch_size, ), device=device)
             runners.append(Runner(f'timm {tname}', tmodel, tmodel, classification_loss(tmodel, labels), device))
             runners[-1].key = 'timm'
+            runners[-1].flops = report['flops_per_image']['timm'] = forward_flops(tmodel, None, x[:1], tmodel)
     if args.backend == 'onnxruntime':
         runners.append(onnxruntime_runner(model, cfg, x, report))
+        runners[-1].flops = runners[0].flops
+    if args.compile:
+        if classifier:
+            runners += [compiled_runner(r) for r in list(runners)]
+        else:
+            print('--compile: classifiers only (a dense model\'s predict/loss run toolbox code); eager only')
+    flops = runners[0].flops
+    if flops:
+        print(f'forward: {flops / 1e9:.3f} GFLOPs per image (2 x MACs, attention matmuls included); '
+              'a training step counts 3x')
 
     modes = ['infer', 'train'] if args.mode == 'both' else [args.mode]
     threads = f'{torch.get_num_threads()} threads' if device.type == 'cpu' else torch.cuda.get_device_name(device)
@@ -330,7 +532,12 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict
         for runner in runners:
             runner.set_mode(mode)
             step = getattr(runner, mode)
-            for _ in range(args.warmup):
+            _sync(device)
+            start = time.perf_counter()
+            step(x)  # the first call (a compiled model compiles here)
+            _sync(device)
+            runner.first_call_s = time.perf_counter() - start
+            for _ in range(args.warmup - 1):
                 step(x)
             _sync(device)
             with PeakMemory(device) as peak:
@@ -347,23 +554,46 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool) -> dict
                 _sync(device)
                 runner.times.append(time.perf_counter() - start)
         print(f'{mode}:')
-        print(f'  {"model":<52} {"img/s":>9} {mem_label:>22}')
+        print(f'  {"model":<52} {"img/s":>9} {mem_label:>22} {"GFLOP/s":>8} {"of peak":>8}')
         row = dict(mode=mode)
         for runner in runners:
             throughput = statistics.median(args.batch_size * args.iters / t for t in runner.times)
-            memory = f'{runner.peak / 2**20:.1f}' if runner.peak is not None else 'n/a'
-            print(f'  {runner.label:<52} {throughput:>9.2f} {memory:>22}')
-            row[getattr(runner, 'key', 'vitzoo')] = dict(model=runner.label, img_per_s=throughput,
-                                                         peak_mem_bytes=runner.peak)
-        if len(runners) == 2:
-            other = runners[1].key
-            ratio = row['vitzoo']['img_per_s'] / row[other]['img_per_s']
-            row['ratio'] = ratio
-            line = f'  ratio vitzoo/{other} ({mode}): {ratio:.2f}x img/s'
-            if runners[0].peak and runners[1].peak:
-                row['memory_ratio'] = runners[0].peak / runners[1].peak
+            key = getattr(runner, 'key', 'vitzoo')
+            entry = row[key] = dict(model=runner.label, img_per_s=throughput, peak_mem_bytes=runner.peak)
+            line = f'  {runner.label:<52} {throughput:>9.2f} '
+            line += f'{runner.peak / 2**20:>22.1f}' if runner.peak is not None else f'{"n/a":>22}'
+            if runner.flops:
+                entry['gflop_per_s'] = runner.flops * (3 if mode == 'train' else 1) * throughput / 1e9
+                line += f' {entry["gflop_per_s"]:>8.1f}'
+                if peak_gflops:
+                    entry['peak_fraction'] = entry['gflop_per_s'] / peak_gflops
+                    line += f' {entry["peak_fraction"]:>8.1%}'
+            if key.endswith('_compiled'):
+                entry['compile_s'] = runner.first_call_s
+                line += f'  (first call, compiling: {runner.first_call_s:.1f} s)'
+            print(line)
+        other = next((k for k in ('timm', 'onnxruntime') if k in row), None)
+        if other:
+            row['ratio'] = row['vitzoo']['img_per_s'] / row[other]['img_per_s']
+            line = f'  ratio vitzoo/{other} ({mode}): {row["ratio"]:.2f}x img/s'
+            if row['vitzoo']['peak_mem_bytes'] and row[other]['peak_mem_bytes']:
+                row['memory_ratio'] = row['vitzoo']['peak_mem_bytes'] / row[other]['peak_mem_bytes']
                 line += f', {row["memory_ratio"]:.2f}x peak memory'
             print(line)
+        if 'vitzoo_compiled' in row:
+            row['compile_speedup'] = row['vitzoo_compiled']['img_per_s'] / row['vitzoo']['img_per_s']
+            line = f'  compiled/eager vitzoo ({mode}): {row["compile_speedup"]:.2f}x img/s'
+            if 'timm_compiled' in row:
+                row['compiled_ratio'] = row['vitzoo_compiled']['img_per_s'] / row['timm_compiled']['img_per_s']
+                line += f'; ratio compiled vitzoo/compiled timm: {row["compiled_ratio"]:.2f}x img/s'
+            print(line)
+        if mode == 'train' and args.with_cp_memory:
+            cp = row['with_cp'] = with_cp_memory(cfg, runners[0], x, device)
+            if 'ratio' in cp:
+                print(f'  with_cp=True: {mem_label} {cp["peak_mem_bytes_with"] / 2**20:.1f} vs '
+                      f'{cp["peak_mem_bytes_without"] / 2**20:.1f} without: {cp["ratio"]:.2f}x')
+            else:
+                print(f'  with_cp: {cp.get("why", "no memory measure")}')
         results.append(row)
     report['results'] = results
     return report

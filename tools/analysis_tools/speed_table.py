@@ -1,0 +1,222 @@
+"""README.md's Speed section, rendered from the committed benchmark results.
+
+    python tools/analysis_tools/speed_table.py --merge MAIN.json [SWEEP.json ...]  # write speed.json
+    python tools/analysis_tools/speed_table.py            # rewrite the Speed section of README.md
+    python tools/analysis_tools/speed_table.py --check    # exit 1 if README.md is not up to date
+
+``--merge`` reads the ``--json`` files of ``benchmark.py`` runs and writes them into
+``tools/analysis_tools/speed.json``, each report filed as ``main`` (the models against timm),
+``sweep`` (a ``--sweep-shape`` run) or ``compile`` (a ``--compile`` run). The section goes between
+the ``<!-- speed-table:start -->`` and ``<!-- speed-table:end -->`` markers; every number in it
+comes from speed.json (``make bench`` reproduces both).
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+from typing import Dict, List, Optional
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+JSON_PATH = osp.join(ROOT, 'tools', 'analysis_tools', 'speed.json')
+README_PATH = osp.join(ROOT, 'README.md')
+START, END = '<!-- speed-table:start -->', '<!-- speed-table:end -->'
+KINDS = ('main', 'sweep', 'compile')
+# the goals of issue 12 that the table can show
+GOAL_RATIO, GOAL_WITH_CP = 1.00, 0.6
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='README.md Speed section from speed.json')
+    parser.add_argument('--merge', nargs='+', metavar='RUN.json', help='benchmark.py --json files to merge')
+    parser.add_argument('--json', default=JSON_PATH, help='the merged results (default: %(default)s)')
+    parser.add_argument('--readme', default=README_PATH, help='the README to write or check')
+    parser.add_argument('--check', action='store_true', help='exit 1 if the README section is stale')
+    return parser.parse_args(argv)
+
+
+def kind_of(report: dict) -> str:
+    """``sweep``, ``compile`` or ``main``: which table a benchmark report belongs to."""
+    if report.get('sweep'):
+        return 'sweep'
+    if any('vitzoo_compiled' in row for row in report['results']):
+        return 'compile'
+    return 'main'
+
+
+def merge(paths: List[str]) -> Dict[str, List[dict]]:
+    merged = {kind: [] for kind in KINDS}
+    for path in paths:
+        with open(path) as f:
+            for report in json.load(f):
+                merged[kind_of(report)].append(report)
+    return merged
+
+
+def _row(report: dict, mode: str) -> Optional[dict]:
+    return next((r for r in report['results'] if r['mode'] == mode), None)
+
+
+def _ratio(value: Optional[float]) -> str:
+    return '-' if value is None else f'{value:.2f}'
+
+
+def _speed(row: Optional[dict], key: str = 'vitzoo') -> str:
+    """``img/s, GFLOP/s (% of the matmul peak)`` of one model in one row."""
+    if row is None or key not in row:
+        return '-'
+    entry = row[key]
+    text = f'{entry["img_per_s"]:.1f}'
+    if 'gflop_per_s' in entry:
+        text += f' ({entry["gflop_per_s"]:.1f}'
+        text += f', {entry["peak_fraction"]:.0%})' if 'peak_fraction' in entry else ')'
+    return text
+
+
+def _mib(value: Optional[float]) -> str:
+    return '-' if value is None else f'{value / 2**20:.0f}'
+
+
+def _run_line(reports: List[dict]) -> str:
+    first = reports[0]
+    m = first['machine']
+    peak = first['matmul_peak']
+    timm = f', timm {m["timm"]}' if 'timm' in m else ''
+    return (f'{first["date"]}; {m["cpu"]} ({m["cpu_count"]} cores visible), {first["device"]}, '
+            f'{m["torch_threads"]} torch threads, torch {m["torch"]}{timm}; fp32 matmul peak '
+            f'{peak["gflop_per_s"]:.1f} GFLOP/s ({peak["n"]}x{peak["n"]} `torch.mm`, median of {peak["repeats"]}, '
+            f'same process). Command: `{first["command"]}`')
+
+
+def render_main(reports: List[dict]) -> List[str]:
+    first = reports[0]
+    lines = [f'**vitzoo vs timm**, batch {first["batch_size"]}, {first["shape"][0]}x{first["shape"][1]}, fp32 eager '
+             f'({first["warmup"]} warm-up, median of {first["rounds"]} rounds x {first["iters"]} iterations, the two '
+             f'models alternating). Measured {_run_line(reports)}', '',
+             'img/s (GFLOP/s, % of the matmul peak); ratio = vitzoo / timm img/s (> 1: vitzoo faster). '
+             'with_cp: peak memory of a training step (RSS growth, MiB) with / without the backbone\'s '
+             '`with_cp=True`.', '',
+             '| model | inference vitzoo | inference timm | ratio | training vitzoo | training timm | ratio '
+             '| with_cp memory (MiB) | with_cp ratio |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for report in reports:
+        infer, train = _row(report, 'infer'), _row(report, 'train')
+        cp = (train or {}).get('with_cp') or {}
+        memory = (f'{_mib(cp["peak_mem_bytes_with"])} / {_mib(cp["peak_mem_bytes_without"])}'
+                  if 'ratio' in cp else '-')
+        lines.append(f'| `{report["model"]}` | {_speed(infer)} | {_speed(infer, "timm")} | '
+                     f'{_ratio((infer or {}).get("ratio"))} | {_speed(train)} | {_speed(train, "timm")} | '
+                     f'{_ratio((train or {}).get("ratio"))} | {memory} | {_ratio(cp.get("ratio"))} |')
+    return lines
+
+
+def render_compile(reports: List[dict]) -> List[str]:
+    lines = [f'**torch.compile** (`--compile`: default inductor backend, not fullgraph). Measured {_run_line(reports)}',
+             '', 'img/s (GFLOP/s, % of peak); compile = the first call of the mode (compilation and one step).', '',
+             '| model | mode | eager vitzoo / timm | compiled vitzoo | compiled timm | compiled ratio '
+             '| compiled / eager vitzoo | compile s (vitzoo / timm) |', '|---|---|---|---|---|---|---|---|']
+    for report in reports:
+        for row in report['results']:
+            seconds = ' / '.join(f'{row[k]["compile_s"]:.0f}' for k in ('vitzoo_compiled', 'timm_compiled') if k in row)
+            lines.append(f'| `{report["model"]}` | {row["mode"]} | {_ratio(row.get("ratio"))} | '
+                         f'{_speed(row, "vitzoo_compiled")} | {_speed(row, "timm_compiled")} | '
+                         f'{_ratio(row.get("compiled_ratio"))} | {_ratio(row.get("compile_speedup"))} | {seconds} |')
+    return lines
+
+
+def render_sweep(reports: List[dict], plot: str) -> List[str]:
+    first = reports[0]
+    mode = first['results'][0]['mode']
+    sizes = sorted({r['shape'][0] for r in reports})
+    models = list(dict.fromkeys(r['model'] for r in reports))
+    by = {(r['model'], r['shape'][0]): _row(r, mode) for r in reports}
+    lines = [f'**Cost vs input size** ({mode}, batch {first["batch_size"]}, SxS, fp32 eager; `--sweep-shape`). '
+             f'Measured {_run_line(reports)}', '',
+             f'img/s (GFLOP/s, % of peak) and peak memory (RSS growth, MiB) at each size S; plot: `{plot}`.', '',
+             '| model | ' + ' | '.join(f'{s}: img/s | {s}: MiB' for s in sizes) + ' |',
+             '|---|' + '---|---|' * len(sizes)]
+    for model in models:
+        cells = []
+        for size in sizes:
+            row = by.get((model, size))
+            cells += [_speed(row), _mib(row['vitzoo']['peak_mem_bytes']) if row else '-']
+        lines.append(f'| `{model}` | ' + ' | '.join(cells) + ' |')
+    lines += ['', f'![img/s and memory against input size]({plot})']
+    return lines
+
+
+def render_goals(merged: Dict[str, List[dict]]) -> List[str]:
+    """How many rows meet issue 12's ratio goals (counted from the tables above)."""
+    lines = []
+    compared = [r for r in merged['main'] if 'timm' in (_row(r, 'infer') or {})]
+    for mode, label in (('infer', 'inference'), ('train', 'training step')):
+        rows = [(r['model'], _row(r, mode)) for r in compared if _row(r, mode) and 'ratio' in _row(r, mode)]
+        slower = [f'`{m}` {row["ratio"]:.2f}' for m, row in rows if row['ratio'] < GOAL_RATIO]
+        if rows:
+            lines.append(f'- {label} >= {GOAL_RATIO:.2f}x timm: {len(rows) - len(slower)} of {len(rows)}'
+                         + (f' (below: {", ".join(slower)})' if slower else ''))
+    cps = [(r['model'], (_row(r, 'train') or {}).get('with_cp') or {}) for r in merged['main']]
+    cps = [(m, cp['ratio']) for m, cp in cps if 'ratio' in cp]
+    if cps:
+        above = [f'`{m}` {ratio:.2f}' for m, ratio in cps if ratio > GOAL_WITH_CP]
+        lines.append(f'- with_cp peak training memory <= {GOAL_WITH_CP}x of without: {len(cps) - len(above)} of '
+                     f'{len(cps)}' + (f' (above: {", ".join(above)})' if above else ''))
+    compiled = [(r['model'], row) for r in merged['compile'] for row in r['results'] if 'compiled_ratio' in row]
+    if compiled:
+        below = [f'`{m}` {row["mode"]} {row["compiled_ratio"]:.2f}' for m, row in compiled
+                 if row['compiled_ratio'] < GOAL_RATIO]
+        lines.append(f'- compiled vitzoo >= {GOAL_RATIO:.2f}x compiled timm: {len(compiled) - len(below)} of '
+                     f'{len(compiled)} (model, mode)' + (f' (below: {", ".join(below)})' if below else ''))
+    return lines
+
+
+def render(merged: Dict[str, List[dict]], plot: str = 'docs/speed_sweep.png') -> str:
+    parts = []
+    if merged.get('main'):
+        parts.append(render_main(merged['main']))
+    if merged.get('compile'):
+        parts.append(render_compile(merged['compile']))
+    if merged.get('sweep'):
+        parts.append(render_sweep(merged['sweep'], plot))
+    goals = render_goals(merged)
+    if goals:
+        parts.append(['Issue 12\'s ratio goals on this run:', ''] + goals)
+    return '\n\n'.join('\n'.join(p) for p in parts) + '\n'
+
+
+def update_readme(json_path: str, readme_path: str, check: bool) -> int:
+    with open(json_path) as f:
+        merged = json.load(f)
+    with open(readme_path) as f:
+        readme = f.read()
+    if START not in readme or END not in readme:
+        raise SystemExit(f'{readme_path} needs the markers {START} and {END}')
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    block = (f'{START}\n<!-- generated by tools/analysis_tools/speed_table.py from '
+             f'tools/analysis_tools/speed.json (make bench): do not edit -->\n\n{render(merged)}{END}')
+    updated = head + block + tail
+    if check:
+        if updated != readme:
+            print('README.md Speed section is stale: run python tools/analysis_tools/speed_table.py')
+            return 1
+        print('README.md Speed section matches tools/analysis_tools/speed.json')
+        return 0
+    with open(readme_path, 'w') as f:
+        f.write(updated)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.merge:
+        merged = merge(args.merge)
+        with open(args.json, 'w') as f:
+            json.dump(merged, f, indent=1)
+            f.write('\n')
+        print(f'wrote {args.json}: ' + ', '.join(f'{len(v)} {k}' for k, v in merged.items()))
+        return 0
+    return update_readme(args.json, args.readme, args.check)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
