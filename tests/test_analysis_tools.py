@@ -209,6 +209,20 @@ def test_benchmark_compile_reports_compile_time_and_ratios(tmp_path):
                                                        row['vitzoo']['img_per_s'])
 
 
+def test_train_compile_flag_sets_mmengine_compile(monkeypatch):
+    """tools/train.py --compile is MMEngine's ``cfg.compile = True`` (torch.compile of the train step)."""
+    import sys
+
+    from mmengine.config import Config
+    train = load_tool('train')
+    config = osp.join(REPO, 'configs', 'demo', 'twins-pcpvt-tiny_1xb64_digits.py')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    for extra, expected in (([], None), (['--compile'], True)):
+        monkeypatch.setattr(sys, 'argv', ['train.py', config, *extra])
+        args = train.parse_args()
+        assert train.merge_args(Config.fromfile(config), args).get('compile') is expected
+
+
 def test_readme_speed_section_matches_speed_json(tmp_path, capsys):
     """README.md shows what tools/analysis_tools/speed.json records (no timing here); a changed JSON is stale."""
     speed_table = load_tool('analysis_tools/speed_table')

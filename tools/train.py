@@ -29,6 +29,7 @@ def parse_args():
     parser.add_argument('--overwrite', action='store_true',
                         help='start over in a work dir that already holds checkpoints of an earlier run')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the training step (cfg.compile)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr linearly with the total batch size (needs auto_scale_lr in the config)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -54,6 +55,8 @@ def merge_args(cfg: Config, args) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if getattr(args, 'compile', False):
+        cfg.compile = True  # MMEngine compiles the model's train_step (its test loop does not compile)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError(f'--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in {args.config}')
