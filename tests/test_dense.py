@@ -389,8 +389,16 @@ def test_toy_dataset_is_deterministic_and_valid(toy_dense_root, tmp_path):
     assert set(np.unique(label)) <= {0} | {c[1] for c in CATEGORIES}
 
 
-@pytest.mark.parametrize('backbone', BACKBONES, ids=backbone_ids)
-@pytest.mark.parametrize('task', list(TASK_DIRS))
+def tool_runs():
+    """Every (task, backbone) pair; CI runs each family once, alternating the tasks (every family
+    builds both dense configs in CI above), ``make test-slow`` the other half."""
+    for i, backbone in enumerate(BACKBONES):
+        for j, task in enumerate(TASK_DIRS):
+            marks = () if (i + j) % 2 == 0 else (pytest.mark.slow, )
+            yield pytest.param(task, backbone, marks=marks, id=f'{task}-{backbone.__name__}')
+
+
+@pytest.mark.parametrize('task, backbone', list(tool_runs()))
 def test_train_and_test_tools(toy_dense_root, tmp_path, backbone, task):
     """A few iterations through tools/train.py, then tools/test.py reports a finite mIoU / PQ."""
     config = tiny_dense_config(dense_config(backbone, task), str(tmp_path), toy_dense_root)
@@ -402,6 +410,7 @@ def test_train_and_test_tools(toy_dense_root, tmp_path, backbone, task):
     assert all(k in metrics and math.isfinite(metrics[k]) for k in keys), metrics
 
 
+@pytest.mark.slow  # tests/test_tools.py runs tools/dist_train.sh in CI (a classifier)
 def test_dist_train_on_two_cpu_processes(toy_dense_root, tmp_path):
     config = tiny_dense_config(osp.join(SEG_DIR, 'segformer_twins-pcpvt-s_8xb2-160k_ade20k-512x512.py'),
                                str(tmp_path), toy_dense_root)

@@ -84,7 +84,8 @@ def outputs(model, x) -> list:
     return [model.head(model.neck(maps)), *maps]
 
 
-@pytest.fixture(scope='module', params=VARIANTS, ids=[v[1] for v in VARIANTS])
+@pytest.fixture(scope='module', ids=[v[1] for v in VARIANTS],
+                params=[pytest.param(v, marks=pytest.mark.slow) if v[1].endswith('large') else v for v in VARIANTS])
 def variant(request):
     """``(row, classifier, timm model)``: timm's model with every parameter randomised, the
     classifier from the config holding its weights (converted as they load)."""
