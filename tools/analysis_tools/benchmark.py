@@ -559,7 +559,8 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool, shape: 
         for runner in runners:
             throughput = statistics.median(args.batch_size * args.iters / t for t in runner.times)
             key = getattr(runner, 'key', 'vitzoo')
-            entry = row[key] = dict(model=runner.label, img_per_s=throughput, peak_mem_bytes=runner.peak)
+            entry = row[key] = dict(model=runner.label, img_per_s=throughput, peak_mem_bytes=runner.peak,
+                                    img_per_s_rounds=[args.batch_size * args.iters / t for t in runner.times])
             line = f'  {runner.label:<52} {throughput:>9.2f} '
             line += f'{runner.peak / 2**20:>22.1f}' if runner.peak is not None else f'{"n/a":>22}'
             if runner.flops:
