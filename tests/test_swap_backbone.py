@@ -218,7 +218,6 @@ def test_distilled_pit_gets_a_head_for_both_tokens(tmp_path):
     assert [x.shape for x in logits] == [(2, 1000), (2, 1000)]
 
 
-@pytest.mark.slow  # mmseg's SegFormer swap runs in CI
 def test_upernet_with_davit_trains(tmp_path, monkeypatch, toy_root):
     arch = tiny(DaViT)
     ckpt = classifier_checkpoint(tmp_path / 'davit.pth', 'davit-tiny_3rdparty_in1k', arch)
@@ -259,7 +258,7 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
     assert osp.exists(tmp_path / 'work' / 'iter_2.pth')
 
 
-@pytest.mark.slow  # mmdet's Mask R-CNN and Panoptic FPN swaps run in CI
+@pytest.mark.slow  # 35 s; in CI the Mask R-CNN and Panoptic FPN swaps run their loss step through the tool
 def test_retinanet_with_lvt_trains(tmp_path, monkeypatch, toy_root):
     """LVT has no direct download: without --checkpoint the config starts from random weights, says
     so and warns."""
