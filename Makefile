@@ -36,7 +36,7 @@ export-check: install
 
 # The README's Speed section (tools/analysis_tools/speed.json, docs/speed_sweep.png): the six small
 # classifiers vs timm (batch 8, 224, 2 threads, inference and training step, with_cp memory), a shape
-# sweep (batch 1 inference, one model per family) and one torch.compile comparison. About 40 minutes on
+# sweep (batch 1 inference, one model per family) and one torch.compile comparison. About an hour on
 # 2 cores; timings on a shared machine vary by several percent from run to run.
 BENCH_MODELS := twins-pcpvt-small_3rdparty_8xb128_in1k twins-svt-small_3rdparty_8xb128_in1k \
 	davit-tiny_3rdparty_in1k pit-s_3rdparty_8xb128_in1k pit-ti_3rdparty_8xb128_in1k lvt_3rdparty_8xb128_in1k
@@ -49,8 +49,8 @@ bench: install
 	mkdir -p $(BENCH_DIR)
 	$(BENCH) $(BENCH_MODELS) --compare timm --batch-size 8 --shape 224 --warmup 2 --iters 4 --rounds 3 \
 		--with-cp-memory --json $(BENCH_DIR)/main.json
-	$(BENCH) $(BENCH_SWEEP) --mode infer --batch-size 1 --sweep-shape 224 384 512 --warmup 1 --iters 3 \
-		--rounds 2 --json $(BENCH_DIR)/sweep.json --plot docs/speed_sweep.png
+	$(BENCH) $(BENCH_SWEEP) --mode infer --batch-size 1 --sweep-shape 224 384 512 --warmup 3 --iters 5 \
+		--rounds 3 --json $(BENCH_DIR)/sweep.json --plot docs/speed_sweep.png
 	$(BENCH) pit-ti_3rdparty_8xb128_in1k --compare timm --compile --batch-size 8 --shape 224 --warmup 2 \
 		--iters 4 --rounds 3 --json $(BENCH_DIR)/compile.json
 	$(PY) tools/analysis_tools/speed_table.py --merge $(BENCH_DIR)/main.json $(BENCH_DIR)/sweep.json \
