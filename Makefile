@@ -49,8 +49,8 @@ bench: install
 	mkdir -p $(BENCH_DIR)
 	$(BENCH) $(BENCH_MODELS) --compare timm --batch-size 8 --shape 224 --warmup 2 --iters 4 --rounds 3 \
 		--with-cp-memory --json $(BENCH_DIR)/main.json
-	$(BENCH) $(BENCH_SWEEP) --mode infer --batch-size 1 --sweep-shape 224 384 512 --warmup 3 --iters 5 \
-		--rounds 3 --json $(BENCH_DIR)/sweep.json --plot docs/speed_sweep.png
+	$(BENCH) $(BENCH_SWEEP) --mode infer --batch-size 1 --sweep-shape 224 384 512 --warmup 1 --iters 3 \
+		--rounds 2 --json $(BENCH_DIR)/sweep.json --plot docs/speed_sweep.png
 	$(BENCH) pit-ti_3rdparty_8xb128_in1k --compare timm --compile --batch-size 8 --shape 224 --warmup 2 \
 		--iters 4 --rounds 3 --json $(BENCH_DIR)/compile.json
 	$(PY) tools/analysis_tools/speed_table.py --merge $(BENCH_DIR)/main.json $(BENCH_DIR)/sweep.json \
