@@ -199,6 +199,8 @@ def test_benchmark_new_argument_errors(capsys):
 
 @pytest.mark.slow
 def test_benchmark_compile_reports_compile_time_and_ratios(tmp_path):
+    from torch._dynamo.utils import counters
+    counters.clear()
     out = tmp_path / 'compile.json'
     load_tool('analysis_tools/benchmark').main(
         ['pit-ti_3rdparty_8xb128_in1k', '--compare', 'timm', '--compile', '--batch-size', '2', '--shape', '64',
@@ -211,6 +213,7 @@ def test_benchmark_compile_reports_compile_time_and_ratios(tmp_path):
                                                       row['timm_compiled']['img_per_s'])
         assert row['compile_speedup'] == pytest.approx(row['vitzoo_compiled']['img_per_s'] /
                                                        row['vitzoo']['img_per_s'])
+    assert counters['stats']['unique_graphs'] >= 4  # dynamo compiled both models' inference and loss
 
 
 def test_train_compile_flag_sets_mmengine_compile(monkeypatch):
