@@ -128,6 +128,7 @@ def _bench_rows(report):
     return {row['mode']: row for row in report['results']}
 
 
+@pytest.mark.slow  # ~16 s on 2 cores: over the non-slow budget with the other new tests
 def test_benchmark_gflops_and_matmul_peak(tmp_path):
     """GFLOP/s = the counter's FLOPs x img/s (3x for a training step), as a fraction of the matmul peak
     measured in the same run."""
