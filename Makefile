@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_CONFIG := configs/demo/twins-pcpvt-tiny_1xb64_digits.py
 DEMO_WORK_DIR := work_dirs/demo
 
-.PHONY: install demo test test-slow lint export-check bench
+.PHONY: install demo test test-slow lint export-check export-speed bench
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,16 @@ lint: install
 # writes tools/deployment/export_check.json, the source of the README's export results.
 export-check: install
 	$(PY) tools/deployment/export_check.py
+	$(PY) tools/deployment/export_check.py --readme
+
+# The README's onnxruntime vs PyTorch eager table: one small classifier per family, batch 8, 224x224,
+# 2 threads, the two alternating in one process (about 15 minutes on 2 cores).
+EXPORT_SPEED_MODELS := twins-pcpvt-small_3rdparty_8xb128_in1k twins-svt-small_3rdparty_8xb128_in1k \
+	davit-tiny_3rdparty_in1k pit-s_3rdparty_8xb128_in1k lvt_3rdparty_8xb128_in1k
+export-speed: install
+	$(PY) tools/analysis_tools/benchmark.py $(EXPORT_SPEED_MODELS) --backend onnxruntime --device cpu --threads 2 \
+		--batch-size 8 --shape 224 --warmup 2 --iters 4 --rounds 3 --json tools/deployment/onnxruntime_speed.json
+	$(PY) tools/deployment/export_check.py --readme
 
 # The README's Speed section (tools/analysis_tools/speed.json, docs/speed_sweep.png): the six small
 # classifiers vs timm (batch 8, 224, 2 threads, inference and training step, with_cp memory), a shape

@@ -309,3 +309,11 @@ def test_readme_export_results_match_export_check_json(tmp_path, capsys):
     changed.write_text(json.dumps(results))
     assert export_check.main(['--readme', '--check', '--out', str(changed)]) == 1
     assert 'stale' in capsys.readouterr().out
+    # the onnxruntime speed table comes from its JSON, too
+    with open(export_check.SPEED_JSON) as f:
+        speed = json.load(f)
+    assert all(f'| `{report["model"]}` |' in block for report in speed)
+    speed[0]['results'][0]['onnxruntime']['img_per_s'] *= 2
+    changed_speed = tmp_path / 'speed.json'
+    changed_speed.write_text(json.dumps(speed))
+    assert export_check.main(['--readme', '--check', '--out', json_path, '--speed-json', str(changed_speed)]) == 1
