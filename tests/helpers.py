@@ -116,6 +116,22 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
     return path
 
 
+def toy_ade_data(val_images: int) -> str:
+    """Config lines that train on 64x64 crops of the toy ADE20K scenes (batch 2, no workers) and
+    validate on the first ``val_images``; the config defines ``data_root`` and ``metainfo``."""
+    return f'''train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
+                  dict(type='RandomCrop', crop_size=(64, 64)), dict(type='PackSegInputs')]
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
+                 dict(type='PackSegInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline,
+                                   indices={val_images}))
+test_dataloader = val_dataloader
+'''
+
+
 @functools.lru_cache(maxsize=None)
 def key_table(name: str) -> dict:
     """One of the key tables in tests/data/keys (``name`` without ``.json``); see its README."""

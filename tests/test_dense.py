@@ -27,7 +27,7 @@ from mmengine.config import Config
 from vitzoo.apis.model import ModelHub, ModelInfo
 
 from backbone_table import BACKBONES, row_of
-from helpers import REPO, free_port, run_tool
+from helpers import REPO, free_port, run_tool, toy_ade_data
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
 from toy_dense_dataset import ADE20K_CLASSES, CATEGORIES, COCO_STUFF_CLASSES, COCO_THING_CLASSES, generate  # noqa: E402
@@ -164,15 +164,7 @@ randomness = dict(seed=0)
 model = dict(data_preprocessor=dict(size=(64, 64)),
              backbone=dict(arch={arch!r}, init_cfg=None),
              decode_head=dict(in_channels={channels!r}, channels=32, num_classes={len(ADE20K_CLASSES)}))
-train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
-                  dict(type='RandomCrop', crop_size=(64, 64)), dict(type='PackSegInputs')]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
-                 dict(type='PackSegInputs')]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline, indices=4))
-test_dataloader = val_dataloader
+{toy_ade_data(val_images=4)}
 train_cfg = dict(max_iters={iters}, val_interval={iters})
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
 '''

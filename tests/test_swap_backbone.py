@@ -22,7 +22,7 @@ from vitzoo.apis.swap import SwapError, swap_backbone
 from vitzoo.models import LVT, PCPVT, SVT, DaViT, PiT
 
 from backbone_table import ROWS, row_of
-from helpers import REPO, randomize_, run_tool_in_process, tiny_cls_config
+from helpers import REPO, randomize_, run_tool_in_process, tiny_cls_config, toy_ade_data
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
 from toy_dense_dataset import ADE20K_CLASSES, COCO_THING_CLASSES, generate  # noqa: E402
@@ -241,15 +241,7 @@ data_root = {toy_root!r} + '/ade/ADEChallengeData2016'
 metainfo = dict(classes={ADE20K_CLASSES!r})
 model = dict(data_preprocessor=dict(size=(64, 64)), decode_head=dict(channels=16, num_classes={n}),
              auxiliary_head=dict(channels=16, num_classes={n}))
-train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
-                  dict(type='RandomCrop', crop_size=(64, 64)), dict(type='PackSegInputs')]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
-                 dict(type='PackSegInputs')]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline, indices=2))
-test_dataloader = val_dataloader
+{toy_ade_data(val_images=2)}
 train_cfg = dict(max_iters=2, val_interval=100)  # no validation: tests/test_dense.py runs mmseg's
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
