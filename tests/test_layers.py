@@ -1,10 +1,15 @@
-"""The shared layers: attention paths, window partitioning and padding masks, drop path."""
+"""The shared layers: the oneDNN linear, attention paths, window partitioning and padding masks, drop path."""
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from vitzoo.models import layers
 from vitzoo.models.layers import (
     Attention,
     DropPath,
+    Mlp,
     PosConv,
     WindowAttention,
     scaled_dot_product_attention,
@@ -96,3 +101,106 @@ def test_pos_conv_is_residual_depthwise_conv():
     expected = grid + torch.nn.functional.conv2d(grid, layer.proj.weight, layer.proj.bias, padding=1, groups=4)
     with torch.no_grad():
         assert torch.allclose(layer(x, (3, 4)), expected.flatten(2).transpose(1, 2), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- oneDNN linear
+
+needs_onednn = pytest.mark.skipif(not layers._ONEDNN_LINEAR_AVAILABLE, reason='PyTorch built without oneDNN')
+
+
+def ran_onednn(fn) -> bool:
+    """Whether ``fn()`` called oneDNN's linear kernel."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return any(event.key == 'mkldnn::_linear_pointwise' for event in prof.key_averages())
+
+
+def linear_reference(x, weight, bias, gelu):
+    """float64 ATen linear (and exact GELU) with its gradients."""
+    leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias) if t is not None]
+    out = F.linear(*leaves)
+    return F.gelu(out) if gelu else out, leaves
+
+
+# (tokens, in, out): the weight gradient takes oneDNN's two operand orders (out >= in and out < in)
+LINEAR_SHAPES = [((2, 50), 24, 40), ((2, 50), 40, 24), ((300, ), 16, 16), ((3, 7, 9), 12, 5)]
+
+
+@needs_onednn
+@pytest.mark.parametrize('lead,fan_in,fan_out', LINEAR_SHAPES)
+@pytest.mark.parametrize('with_bias', [True, False])
+@pytest.mark.parametrize('gelu', [False, True])
+@pytest.mark.parametrize('contiguous', [True, False])
+def test_onednn_linear_values_and_gradients_match_float64_aten(lead, fan_in, fan_out, with_bias, gelu, contiguous):
+    torch.manual_seed(0)
+    x = torch.randn(*lead, fan_in) if contiguous else torch.randn(fan_in, *lead).movedim(0, -1)
+    weight, bias = torch.randn(fan_out, fan_in) / fan_in**0.5, torch.randn(fan_out) if with_bias else None
+    grad_out = torch.randn(*lead, fan_out)
+    expected, leaves = linear_reference(x, weight, bias, gelu)
+    expected.backward(grad_out.double())
+
+    with torch.no_grad():
+        assert ran_onednn(lambda: layers.linear(x, weight, bias, gelu=gelu))
+        out = layers.linear(x, weight, bias, gelu=gelu)
+    torch.testing.assert_close(out.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+
+    params = [t.detach().clone().requires_grad_() for t in (x, weight, bias) if t is not None]
+    out = layers.linear(*params[:2], params[2] if with_bias else None, gelu=gelu)
+    assert ran_onednn(lambda: out.backward(grad_out))
+    torch.testing.assert_close(out.detach().double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    for param, leaf in zip(params, leaves, strict=True):
+        torch.testing.assert_close(param.grad.double(), leaf.grad, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize('trainable', ['weight', 'input'])
+def test_onednn_linear_gives_only_the_gradients_asked_for(trainable):
+    x, weight, bias = torch.randn(6, 8), torch.randn(4, 8), torch.randn(4)
+    (x if trainable == 'input' else weight).requires_grad_()
+    layers.linear(x, weight, bias).square().sum().backward()
+    assert (x.grad is not None) == (trainable == 'input') and (weight.grad is not None) == (trainable == 'weight')
+    assert bias.grad is None
+
+
+@needs_onednn
+def test_onednn_linear_is_left_to_aten_where_aten_must_see_it():
+    x, weight = torch.randn(4, 8), torch.randn(3, 8)
+    previous = layers.set_onednn_linear(False)
+    try:
+        assert not ran_onednn(lambda: layers.linear(x, weight))
+        assert torch.equal(layers.linear(x, weight, gelu=True), F.gelu(F.linear(x, weight)))
+    finally:
+        layers.set_onednn_linear(previous)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert layers.linear(x, weight).dtype == torch.bfloat16
+    assert not ran_onednn(lambda: layers.linear(x.double(), weight.double()))
+    with FlopCounterMode(display=False) as counter:  # dispatch modes must see an aten op
+        layers.linear(x, weight)
+    assert counter.get_total_flops() == 2 * 4 * 8 * 3
+    assert torch.jit.trace(nn.Sequential(layers.Linear(8, 3)), x).inlined_graph.findNode('aten::linear') is not None
+
+
+def test_set_onednn_linear_refuses_a_build_without_onednn(monkeypatch):
+    monkeypatch.setattr(layers, '_ONEDNN_LINEAR_AVAILABLE', False)
+    with pytest.raises(RuntimeError, match='no oneDNN'):
+        layers.set_onednn_linear(True)
+
+
+@needs_onednn
+def test_mlp_fuses_gelu_only_where_nothing_can_tell():
+    torch.manual_seed(0)
+    mlp = randomize_(Mlp(8, 16)).eval()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        expected = F.linear(F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias)
+        assert mlp.fuse_gelu
+        torch.testing.assert_close(mlp(x), expected, rtol=1e-5, atol=1e-6)
+        seen = []
+        mlp.fc1.register_forward_hook(lambda module, args, out: seen.append(out))
+        assert not mlp.fuse_gelu
+        mlp(x)
+        assert len(seen) == 1
+        mlp.fc1 = nn.Sequential(mlp.fc1)  # a wrapped fc1 (an adapter) keeps its own call
+        assert not mlp.fuse_gelu
+        mlp.act = nn.GELU(approximate='tanh')
+        assert not mlp.fuse_gelu

@@ -1,13 +1,14 @@
 """The OpenMMLab backbone contract, tested on every row of tests/backbone_table.py.
 
-Every backbone must: return maps of the declared channels and strides at any input size
-(``describe_outputs`` and ``out_channels`` tell them without a forward pass); give the same maps
-for any ``out_indices`` subset, without running the stages after the last one asked for; freeze
-stages (no grads, eval mode); keep BatchNorms in eval mode with ``norm_eval``; recompute its blocks
-with ``with_cp`` (same outputs and gradients); follow its declared drop-path schedule; load every
-tensor of a vitzoo checkpoint through ``init_cfg``; refuse bad arguments with a ValueError or
-TypeError naming them; build from the mmpretrain, mmseg and mmdet scopes; and treat the images of
-a batch independently. The per-family test files keep what is specific to a family.
+Every backbone must: return maps of the declared channels and strides at any input size (``describe_outputs`` and
+``out_channels`` tell them without a forward pass); give the same maps for any ``out_indices``
+subset, without running the stages after the last one asked for; freeze stages (no grads, eval
+mode); keep BatchNorms in eval mode with ``norm_eval``; recompute its blocks with ``with_cp`` (same
+outputs and gradients); give ATen's outputs and gradients with oneDNN linears; follow its declared
+drop-path schedule; load every tensor of a vitzoo checkpoint through ``init_cfg``; refuse bad
+arguments with a ValueError or TypeError naming them; build from the mmpretrain, mmseg and mmdet
+scopes; and treat the images of a batch independently. The per-family test files keep what is
+specific to a family.
 """
 import importlib
 import inspect
@@ -19,7 +20,7 @@ import torch
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from vitzoo.models import PCPVT, SVT, DaViT
+from vitzoo.models import PCPVT, SVT, DaViT, layers
 from vitzoo.models.layers import DropPath
 from vitzoo.registry import MODELS
 
@@ -207,6 +208,34 @@ def test_with_cp_recomputes_the_blocks_with_equal_outputs_and_gradients(row):
     assert all(torch.equal(a, b) for a, b in zip(outs_a, outs_b, strict=True))
     assert all(g is not None for g in grads_a.values()) and grads_a.keys() == grads_b.keys()
     assert all(torch.allclose(grads_a[k], grads_b[k], rtol=1e-5, atol=1e-6) for k in grads_a)
+
+
+@each_row
+@pytest.mark.skipif(not layers.use_onednn_linear(), reason='oneDNN linear not available or switched off')
+def test_onednn_linears_give_the_outputs_and_gradients_of_aten(row):
+    model = randomize_(build(row)).train()
+    x = torch.randn(2, 3, 64, 40)
+    results = []
+    for onednn in (True, False):
+        previous = layers.set_onednn_linear(onednn)
+        try:
+            model.zero_grad()
+            outs = model(x)
+            sum(o.square().mean() for o in outs).backward()
+            with torch.no_grad():  # the inference path (fused GELU) as well
+                infer = model.eval()(x)
+            model.train()
+        finally:
+            layers.set_onednn_linear(previous)
+        grads = {name: param.grad.clone() for name, param in model.named_parameters()}
+        results.append(([o.detach() for o in outs], list(infer), grads))
+    (outs_a, infer_a, grads_a), (outs_b, infer_b, grads_b) = results
+    for a, b in zip(outs_a + infer_a, outs_b + infer_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for name in grads_a:  # relative to the largest gradient of the tensor: sums over many tokens
+        scale = grads_b[name].abs().max().item()
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=0, atol=2e-6 * scale + 1e-9,
+                                   msg=lambda m, name=name: f'{name}: {m}')
 
 
 @each_row

@@ -7,6 +7,11 @@ reference implementation. The default comes from the environment variable
 Windowed attention is always reshaped to 4-D ``(batch * windows, heads, tokens, head_dim)``
 before the call: PyTorch's fused kernels reject 5-D inputs and silently fall back.
 
+Linear layers are :class:`Linear` (an ``nn.Linear`` with the same parameters and state-dict
+keys): on CPU in fp32 they run their matrix products through oneDNN instead of ATen's BLAS
+call (see :func:`linear`); ``VITZOO_ONEDNN_LINEAR=0`` or :func:`set_onednn_linear` turns
+that off.
+
 Sizes are written so that ``torch.export`` keeps them symbolic (``vitzoo.deploy``): steps that
 depend on a size (padding, cropping, resizing) are skipped only where :func:`known_zero` proves
 them no-ops, which eager ints always decide; under export they stay in the graph for any size.
@@ -21,6 +26,7 @@ from torch import nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 __all__ = [
+    'linear', 'Linear', 'use_onednn_linear', 'set_onednn_linear',
     'use_fused_attn', 'set_fused_attn', 'scaled_dot_product_attention', 'drop_path', 'DropPath',
     'Mlp', 'ConvMlp', 'PatchEmbed', 'PosConv', 'Attention', 'SpatialReductionAttention',
     'WindowAttention', 'window_partition', 'window_reverse', 'pad_to_multiple', 'to_2tuple',
@@ -30,6 +36,114 @@ __all__ = [
 Size = Tuple[int, int]
 
 _USE_FUSED_ATTN = os.environ.get('VITZOO_FUSED_ATTN', '1') != '0'
+_ONEDNN_LINEAR_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+_USE_ONEDNN_LINEAR = _ONEDNN_LINEAR_AVAILABLE and os.environ.get('VITZOO_ONEDNN_LINEAR', '1') != '0'
+
+
+def use_onednn_linear() -> bool:
+    """Whether :func:`linear` runs CPU fp32 products through oneDNN."""
+    return _USE_ONEDNN_LINEAR
+
+
+def set_onednn_linear(enabled: bool) -> bool:
+    """Switch :func:`linear` between oneDNN and ATen for the whole process; returns the old setting.
+
+    Raises:
+        RuntimeError: ``enabled`` is True but this PyTorch build has no oneDNN linear kernel.
+    """
+    global _USE_ONEDNN_LINEAR
+    if enabled and not _ONEDNN_LINEAR_AVAILABLE:
+        raise RuntimeError('this PyTorch build has no oneDNN (mkldnn) linear kernel; '
+                           'only set_onednn_linear(False) is possible')
+    previous, _USE_ONEDNN_LINEAR = _USE_ONEDNN_LINEAR, bool(enabled)
+    return previous
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+
+
+def _onednn_weight_grad(grad_2d: torch.Tensor, x_2d: torch.Tensor) -> torch.Tensor:
+    """``grad_2d^T @ x_2d``: (M, N) and (M, K) -> (N, K), a reduction over the M tokens.
+
+    oneDNN is fast for this long reduction only when the operand it takes as the weight has the
+    larger of N and K as its rows (measured 1.5-2x ATen's ``mm``, 3x slower the other way round).
+    """
+    if grad_2d.shape[1] >= x_2d.shape[1]:
+        return _onednn_linear(x_2d.t(), grad_2d.t(), None).t().contiguous()
+    return _onednn_linear(grad_2d.t(), x_2d.t(), None)
+
+
+class _OneDNNLinearFunction(torch.autograd.Function):
+    """``x @ weight^T + bias`` with oneDNN for the forward product and the input gradient.
+
+    oneDNN's op has no autograd formula of its own (PyTorch would silently return no gradient),
+    so the gradients are written here, with oneDNN as well.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn_linear(grad_out, weight.t(), None)
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            grad_2d = grad_out.reshape(-1, grad_out.shape[-1])
+            if ctx.needs_input_grad[1]:
+                grad_weight = _onednn_weight_grad(grad_2d, x.reshape(-1, x.shape[-1]))
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                grad_bias = grad_2d.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+_PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
+
+
+def linear(x: torch.Tensor,
+           weight: torch.Tensor,
+           bias: Optional[torch.Tensor] = None,
+           gelu: bool = False) -> torch.Tensor:
+    """``F.linear`` (then ``F.gelu`` with ``gelu=True``), run through oneDNN for eager CPU fp32 tensors.
+
+    PyTorch sends fp32 ``F.linear`` on CPU to MKL's sgemm, which on AMD processors takes a
+    generic code path: on the AVX-512 EPYC of vitzoo's benchmarks oneDNN's kernel is about 2x
+    faster for the token-by-channel products of these backbones, with fp32 accumulation (no
+    reduced precision). Everything else keeps ``F.linear``: other devices and dtypes, autocast,
+    ``torch.compile``/``torch.export``/tracing and tensor subclasses or dispatch modes (which
+    must see an ``aten`` op, e.g. the FLOP counter), and ``use_onednn_linear() == False``.
+    Without autograd the (exact, erf) GELU runs inside oneDNN's kernel, on the product as it is
+    written, instead of as a second pass over memory.
+    """
+    if (_USE_ONEDNN_LINEAR and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting() and torch._C._len_torch_dispatch_stack() == 0
+            and type(x) in _PLAIN_TENSORS and type(weight) in _PLAIN_TENSORS
+            and x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and (bias is None or bias.dtype == torch.float32) and x.dim() >= 2 and x.numel() > 0
+            and not torch.is_autocast_enabled('cpu')):
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad)):
+            out = _OneDNNLinearFunction.apply(x, weight, bias)
+        elif gelu:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'gelu', [], 'none')
+        else:
+            out = _onednn_linear(x, weight, bias)
+    else:
+        out = F.linear(x, weight, bias)
+    return F.gelu(out) if gelu else out
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, init and state-dict keys) whose forward is :func:`linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
 
 
 def use_fused_attn() -> bool:
@@ -139,14 +253,28 @@ class Mlp(nn.Module):
         super().__init__()
         hidden_features = hidden_features or in_features
         out_features = out_features or in_features
-        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.fc1 = Linear(in_features, hidden_features, bias=bias)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
+        self.fc2 = Linear(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, size: Optional[Size] = None) -> torch.Tensor:
         """(B, N, C) tokens -> (B, N, out_features); ``size`` (the token grid) is not needed."""
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        if self.fuse_gelu:
+            x = linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
+        else:
+            x = self.act(self.fc1(x))
+        return self.drop(self.fc2(self.drop(x)))
+
+    @property
+    def fuse_gelu(self) -> bool:
+        """Whether ``fc1`` and the activation run as one :func:`linear` call.
+
+        Only for the plain modules built here (an exact GELU, a :class:`Linear` ``fc1``) without
+        hooks: a replaced ``fc1`` (an adapter, a quantised layer) or a hook must still see its call.
+        """
+        return (type(self.act) is nn.GELU and self.act.approximate == 'none' and type(self.fc1) is Linear
+                and not any(m._forward_hooks or m._forward_pre_hooks for m in (self.fc1, self.act)))
 
 
 class ConvMlp(nn.Module):
@@ -259,9 +387,9 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.fused_attn = use_fused_attn()
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def attend(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -401,10 +529,10 @@ class SpatialReductionAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.fused_attn = use_fused_attn()
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.q = Linear(dim, dim, bias=qkv_bias)
+        self.kv = Linear(dim, dim * 2, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:

@@ -28,6 +28,7 @@ from ..checkpoint import register_converter, rename_keys
 from ..layers import (
     Block,
     ConvMlp,
+    Linear,
     Mlp,
     PatchEmbed,
     Size,
@@ -98,10 +99,10 @@ class ConvSelfAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = (dim // num_heads)**-0.5
         k2 = self.kernel_size**2
-        self.attn_gen = nn.Linear(dim, k2 * k2 * num_heads)
+        self.attn_gen = Linear(dim, k2 * k2 * num_heads)
         self.value = nn.Conv2d(k2 * dim, k2 * dim, 1, groups=k2, bias=False)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:

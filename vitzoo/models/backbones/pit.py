@@ -39,7 +39,7 @@ from torch import nn
 
 from ...registry import MODELS
 from ..checkpoint import register_converter, rename_keys
-from ..layers import Attention, Block, Mlp, PatchEmbed, Size, known_zero, nchw_to_nlc, nlc_to_nchw
+from ..layers import Attention, Block, Linear, Mlp, PatchEmbed, Size, known_zero, nchw_to_nlc, nlc_to_nchw
 from .base import VitBackbone, check_flag, run_blocks
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
@@ -59,7 +59,7 @@ class Pooling(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=stride + 1, stride=stride,
                               padding=stride // 2, groups=in_dim)
-        self.fc = nn.Linear(in_dim, out_dim)
+        self.fc = Linear(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor,
                 size: Size) -> Tuple[torch.Tensor, torch.Tensor, Size]:
