@@ -122,8 +122,9 @@ def linear_reference(x, weight, bias, gelu):
     return F.gelu(out) if gelu else out, leaves
 
 
-# (tokens, in, out): the weight gradient takes oneDNN's two operand orders (out >= in and out < in)
-LINEAR_SHAPES = [((2, 50), 24, 40), ((2, 50), 40, 24), ((300, ), 16, 16), ((3, 7, 9), 12, 5)]
+# (tokens, in, out): the weight gradient takes oneDNN's two operand orders (out >= in, out < in)
+# and ATen's mm (narrow products)
+LINEAR_SHAPES = [((2, 50), 128, 256), ((2, 50), 256, 128), ((30, ), 96, 192), ((3, 7, 9), 12, 5), ((60, ), 96, 96)]
 
 
 @needs_onednn
@@ -135,7 +136,8 @@ def test_onednn_linear_values_and_gradients_match_float64_aten(lead, fan_in, fan
     torch.manual_seed(0)
     x = torch.randn(*lead, fan_in) if contiguous else torch.randn(fan_in, *lead).movedim(0, -1)
     weight, bias = torch.randn(fan_out, fan_in) / fan_in**0.5, torch.randn(fan_out) if with_bias else None
-    grad_out = torch.randn(*lead, fan_out)
+    # a zero-stride gradient (what out.sum().backward() sends) when not contiguous
+    grad_out = torch.randn(*lead, fan_out) if contiguous else torch.randn(fan_out).expand(*lead, fan_out)
     expected, leaves = linear_reference(x, weight, bias, gelu)
     expected.backward(grad_out.double())
 

@@ -66,9 +66,16 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
 def _onednn_weight_grad(grad_2d: torch.Tensor, x_2d: torch.Tensor) -> torch.Tensor:
     """``grad_2d^T @ x_2d``: (M, N) and (M, K) -> (N, K), a reduction over the M tokens.
 
-    oneDNN is fast for this long reduction only when the operand it takes as the weight has the
-    larger of N and K as its rows (measured 1.5-2x ATen's ``mm``, 3x slower the other way round).
+    Measured on the token-by-channel shapes of these backbones: oneDNN is 1.2-2x ATen's ``mm``
+    when the operand it takes as the weight has the larger of N and K as its rows and N, K are
+    both >= 128, or >= 96 and twice apart; for narrower products (64 or 96 square) it is slower,
+    and so is every other operand order. Operands are made contiguous first: a zero-stride
+    gradient (``out.sum().backward()``) made oneDNN's kernel 500x slower.
     """
+    grad_2d, x_2d = grad_2d.contiguous(), x_2d.contiguous()
+    narrow, wide = sorted((grad_2d.shape[1], x_2d.shape[1]))
+    if not (narrow >= 128 or (narrow >= 96 and wide >= 2 * narrow)):
+        return grad_2d.t().mm(x_2d)
     if grad_2d.shape[1] >= x_2d.shape[1]:
         return _onednn_linear(x_2d.t(), grad_2d.t(), None).t().contiguous()
     return _onednn_linear(grad_2d.t(), x_2d.t(), None)
