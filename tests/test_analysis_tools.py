@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vitzoo.apis.model import ModelHub
+from vitzoo.models import layers
 
 from helpers import REPO, load_tool, run_tool
 
@@ -143,6 +144,9 @@ def test_benchmark_gflops_and_matmul_peak(tmp_path):
     assert report['command'].startswith('python tools/analysis_tools/benchmark.py ' + name)
     peak = report['matmul_peak']
     assert peak['n'] == 256 and peak['gflop_per_s'] == pytest.approx(2 * 256**3 / peak['seconds'] / 1e9)
+    assert peak['gflop_per_s'] == max(peak['gflop_per_s_by_kernel'].values())  # the faster of torch.mm and oneDNN
+    assert peak['gflop_per_s_by_kernel'][peak['kernel']] == pytest.approx(peak['gflop_per_s'])
+    assert report['onednn_linear'] == layers.use_onednn_linear()
     # forward FLOPs per image: 2 x the MACs get_flops.py counts (attention matmuls included), same for timm
     c = get_model_complexity(name, shape=(64, 64), attn_matmuls='include')
     assert report['flops_per_image']['vitzoo'] == 2 * (c.macs_without_attention + c.attention_macs)

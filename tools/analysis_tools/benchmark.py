@@ -53,8 +53,11 @@ line per model.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during one iteration (weights
 included). On CPU the growth of the process's peak resident set (``VmHWM`` reset through
-``/proc/self/clear_refs``) over one iteration, with glibc's mmap threshold pinned to 128 KiB so
+``/proc/self/clear_refs``) over one iteration, with glibc's mmap threshold set to 128 KiB so
 freed activations leave the resident set: activations, gradients and workspace, not weights.
+Timed iterations run with the thresholds a long-running process settles into (32 MiB mmap,
+64 MiB trim), not the measuring ones, which would make every step page-fault through its
+activations.
 """
 import argparse
 import copy
@@ -76,6 +79,7 @@ import torch.nn.functional as F
 
 from vitzoo.apis.model import build_model_from_cfg, load_config
 from vitzoo.apis.random_batch import random_batch
+from vitzoo.models import layers
 
 
 def parse_args(argv=None):
@@ -148,13 +152,24 @@ def timm_name(cfg) -> Tuple[Optional[str], str]:
     return name, ''
 
 
-def _pin_malloc() -> bool:
-    """Make glibc return freed blocks above 128 KiB to the OS at once (so RSS follows live memory)."""
+# glibc's malloc settings (mallopt): while a peak is measured, blocks above 128 KiB go back to the
+# OS when freed, so the resident set follows live memory; while timing, the thresholds a long
+# run settles into (glibc raises the mmap threshold to the largest freed block, at most 32 MiB on
+# 64-bit, and the trim threshold to twice that), so that timed steps do not page-fault through
+# every activation as they would with the measuring settings.
+_MALLOC_FOR_MEMORY = dict(mmap=128 * 1024, trim=128 * 1024)
+_MALLOC_FOR_TIMING = dict(mmap=32 * 2**20, trim=64 * 2**20)
+
+
+def _set_malloc(mmap: int, trim: int) -> bool:
+    """Set glibc's mmap and trim thresholds and give free heap memory back; False without glibc."""
     try:
         libc = ctypes.CDLL('libc.so.6')
         m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
-    except OSError:
+        ok = bool(libc.mallopt(m_mmap_threshold, mmap)) and bool(libc.mallopt(m_trim_threshold, trim))
+        libc.malloc_trim(0)  # memory freed under the timing settings must not look free-but-resident
+        return ok
+    except (OSError, AttributeError):
         return False
 
 
@@ -179,6 +194,8 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         elif self.cpu_ok:
+            _set_malloc(**_MALLOC_FOR_MEMORY)
+            gc.collect()
             try:
                 with open('/proc/self/clear_refs', 'w') as f:
                     f.write('5')
@@ -193,6 +210,8 @@ class PeakMemory:
             self.peak = torch.cuda.max_memory_allocated(self.device)
         elif self.cpu_ok:
             self.peak = max(_status('VmHWM') - self.start, 0)
+        if self.device.type == 'cpu':
+            _set_malloc(**_MALLOC_FOR_TIMING)
 
 
 def logits_of(output):
@@ -306,34 +325,47 @@ def machine_info() -> dict:
 
 
 def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> dict:
-    """The machine's fp32 matmul throughput: median time of ``repeats`` square n x n ``torch.mm``."""
+    """The machine's fp32 matmul throughput: the faster of ``torch.mm`` and (on CPU) oneDNN's
+    kernel (the one vitzoo's linear layers use) on a square n x n product, median of ``repeats``."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    torch.mm(a, b)  # warm-up (thread pool, allocator)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    return dict(n=n, repeats=repeats, seconds=seconds, gflop_per_s=2 * n**3 / seconds / 1e9)
+    kernels = {'torch.mm': lambda: torch.mm(a, b)}
+    if device.type == 'cpu' and layers._ONEDNN_LINEAR_AVAILABLE:
+        b_t = b.t().contiguous()
+        kernels['oneDNN'] = lambda: torch.ops.mkldnn._linear_pointwise(a, b_t, None, 'none', [], '')
+    by_kernel = {}
+    for name, kernel in kernels.items():
+        kernel()  # warm-up (thread pool, allocator, oneDNN primitive)
+        times = []
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            kernel()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        by_kernel[name] = statistics.median(times)
+    kernel = min(by_kernel, key=by_kernel.get)
+    return dict(n=n, repeats=repeats, kernel=kernel, seconds=by_kernel[kernel],
+                gflop_per_s=2 * n**3 / by_kernel[kernel] / 1e9,
+                gflop_per_s_by_kernel={name: 2 * n**3 / t / 1e9 for name, t in by_kernel.items()})
 
 
 def main(argv=None):
     args = parse_args(argv)
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine').setLevel('WARNING')
-    pinned = _pin_malloc()
+    pinned = _set_malloc(**_MALLOC_FOR_TIMING)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     run = dict(command=' '.join(['python', 'tools/analysis_tools/benchmark.py',
                                  *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
                date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-               machine=machine_info(), matmul_peak=matmul_peak(device, args.matmul_size))
-    print(f'fp32 matmul peak ({args.matmul_size}x{args.matmul_size}, {device.type}, '
-          f'{torch.get_num_threads()} threads): {run["matmul_peak"]["gflop_per_s"]:.1f} GFLOP/s')
+               machine=machine_info(), matmul_peak=matmul_peak(device, args.matmul_size),
+               onednn_linear=layers.use_onednn_linear())
+    peak = run['matmul_peak']
+    print(f'fp32 matmul peak ({args.matmul_size}x{args.matmul_size}, {device.type}, {torch.get_num_threads()} '
+          f'threads): {peak["gflop_per_s"]:.1f} GFLOP/s ({peak["kernel"]}; '
+          + ', '.join(f'{k} {v:.1f}' for k, v in peak['gflop_per_s_by_kernel'].items()) + ')')
     shapes = [[s] for s in args.sweep_shape] if args.sweep_shape else [args.shape]
     reports = []
     for model in args.models:

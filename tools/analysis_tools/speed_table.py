@@ -81,10 +81,14 @@ def _run_line(reports: List[dict]) -> str:
     m = first['machine']
     peak = first['matmul_peak']
     timm = f', timm {m["timm"]}' if 'timm' in m else ''
+    kernels = ', '.join(f'`{k}` {v:.1f}' for k, v in peak.get('gflop_per_s_by_kernel', {}).items())
+    kernel = f'the faster of {kernels}' if kernels else '`torch.mm`'
+    onednn = {True: '; vitzoo linear layers on oneDNN',
+              False: '; vitzoo linear layers on ATen (VITZOO_ONEDNN_LINEAR=0)'}
     return (f'{first["date"]}; {m["cpu"]} ({m["cpu_count"]} cores visible), {first["device"]}, '
             f'{m["torch_threads"]} torch threads, torch {m["torch"]}{timm}; fp32 matmul peak '
-            f'{peak["gflop_per_s"]:.1f} GFLOP/s ({peak["n"]}x{peak["n"]} `torch.mm`, median of {peak["repeats"]}, '
-            f'same process). Command: `{first["command"]}`')
+            f'{peak["gflop_per_s"]:.1f} GFLOP/s ({peak["n"]}x{peak["n"]}, {kernel}, median of {peak["repeats"]}, '
+            f'same process){onednn.get(first.get("onednn_linear"), "")}. Command: `{first["command"]}`')
 
 
 def render_main(reports: List[dict]) -> List[str]:
