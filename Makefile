@@ -44,12 +44,23 @@ export-speed: install
 		--batch-size 8 --shape 224 --warmup 2 --iters 4 --rounds 3 --json tools/deployment/onnxruntime_speed.json
 	$(PY) tools/deployment/export_check.py --readme
 
-# The README's Speed section (tools/analysis_tools/speed.json, docs/speed_sweep.png): the six small
-# classifiers vs timm (batch 8, 224, 2 threads, inference and training step, with_cp memory), a shape
-# sweep (batch 1 inference, one model per family) and one torch.compile comparison. About an hour on
+# The README's Speed section (tools/analysis_tools/speed.json, docs/speed_sweep.png): every classifier
+# variant vs timm (batch 8, 224, 2 threads, inference and training step; with_cp memory for the small
+# ones), SegFormer at 512x512 and Panoptic FPN at 800x1344 for one variant per family, a shape sweep
+# (batch 1 inference, one model per family) and one torch.compile comparison. About 45 minutes on
 # 2 cores; timings on a shared machine vary by several percent from run to run.
-BENCH_MODELS := twins-pcpvt-small_3rdparty_8xb128_in1k twins-svt-small_3rdparty_8xb128_in1k \
-	davit-tiny_3rdparty_in1k pit-s_3rdparty_8xb128_in1k pit-ti_3rdparty_8xb128_in1k lvt_3rdparty_8xb128_in1k
+BENCH_SMALL := twins-pcpvt-small_3rdparty_8xb128_in1k twins-svt-small_3rdparty_8xb128_in1k \
+	davit-tiny_3rdparty_in1k pit-ti_3rdparty_8xb128_in1k pit-xs_3rdparty_8xb128_in1k pit-s_3rdparty_8xb128_in1k \
+	lvt_3rdparty_8xb128_in1k
+BENCH_LARGE := twins-pcpvt-base_3rdparty_8xb128_in1k twins-pcpvt-large_3rdparty_16xb64_in1k \
+	twins-svt-base_3rdparty_8xb128_in1k twins-svt-large_3rdparty_16xb64_in1k davit-small_3rdparty_in1k \
+	davit-base_3rdparty_in1k pit-b_3rdparty_8xb128_in1k pit-ti-distilled_3rdparty_8xb128_in1k \
+	pit-xs-distilled_3rdparty_8xb128_in1k pit-s-distilled_3rdparty_8xb128_in1k pit-b-distilled_3rdparty_8xb128_in1k
+BENCH_SEG := segformer_twins-pcpvt-s_8xb2-160k_ade20k-512x512 segformer_twins-svt-s_8xb2-160k_ade20k-512x512 \
+	segformer_davit-t_8xb2-160k_ade20k-512x512 segformer_pit-ti_8xb2-160k_ade20k-512x512 \
+	segformer_lvt_8xb2-160k_ade20k-512x512
+BENCH_PANOPTIC := panoptic-fpn_twins-pcpvt-s_fpn_1x_coco panoptic-fpn_twins-svt-s_fpn_1x_coco \
+	panoptic-fpn_davit-t_fpn_1x_coco panoptic-fpn_pit-ti_fpn_1x_coco panoptic-fpn_lvt_fpn_1x_coco
 BENCH_SWEEP := twins-pcpvt-small_3rdparty_8xb128_in1k davit-tiny_3rdparty_in1k pit-ti_3rdparty_8xb128_in1k \
 	lvt_3rdparty_8xb128_in1k
 BENCH_DIR := work_dirs/bench
@@ -57,12 +68,17 @@ BENCH := $(PY) tools/analysis_tools/benchmark.py --device cpu --threads 2
 
 bench: install
 	mkdir -p $(BENCH_DIR)
-	$(BENCH) $(BENCH_MODELS) --compare timm --batch-size 8 --shape 224 --warmup 2 --iters 4 --rounds 3 \
-		--with-cp-memory --json $(BENCH_DIR)/main.json
+	$(BENCH) $(BENCH_SMALL) --compare timm --batch-size 8 --shape 224 --warmup 2 --iters 3 --rounds 3 \
+		--with-cp-memory --json $(BENCH_DIR)/small.json
+	$(BENCH) $(BENCH_LARGE) --compare timm --batch-size 8 --shape 224 --warmup 2 --iters 3 --rounds 3 \
+		--json $(BENCH_DIR)/large.json
+	$(BENCH) $(BENCH_SEG) --batch-size 2 --shape 512 --warmup 1 --iters 2 --rounds 2 --json $(BENCH_DIR)/seg.json
+	$(BENCH) $(BENCH_PANOPTIC) --batch-size 1 --shape 800 1344 --warmup 1 --iters 2 --rounds 2 \
+		--json $(BENCH_DIR)/panoptic.json
 	$(BENCH) $(BENCH_SWEEP) --mode infer --batch-size 1 --sweep-shape 224 384 512 --warmup 1 --iters 3 \
 		--rounds 2 --json $(BENCH_DIR)/sweep.json --plot docs/speed_sweep.png
 	$(BENCH) pit-ti_3rdparty_8xb128_in1k --compare timm --compile --batch-size 8 --shape 224 --warmup 2 \
 		--iters 4 --rounds 3 --json $(BENCH_DIR)/compile.json
-	$(PY) tools/analysis_tools/speed_table.py --merge $(BENCH_DIR)/main.json $(BENCH_DIR)/sweep.json \
-		$(BENCH_DIR)/compile.json
+	$(PY) tools/analysis_tools/speed_table.py --merge $(BENCH_DIR)/small.json $(BENCH_DIR)/large.json \
+		$(BENCH_DIR)/seg.json $(BENCH_DIR)/panoptic.json $(BENCH_DIR)/sweep.json $(BENCH_DIR)/compile.json
 	$(PY) tools/analysis_tools/speed_table.py

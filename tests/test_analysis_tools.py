@@ -248,6 +248,8 @@ def test_readme_speed_section_matches_speed_json(tmp_path, capsys):
         assert f'`{report["model"]}`' in block
         if 'ratio' in rows['infer']:
             assert f'{rows["infer"]["ratio"]:.2f}' in block and f'{rows["train"]["ratio"]:.2f}' in block
+    for report in merged.get('dense', []):
+        assert f'`{report["model"]}` | {report["shape"][0]}x{report["shape"][1]}' in block
     assert merged['sweep'] and osp.isfile(osp.join(REPO, 'docs', 'speed_sweep.png'))
     changed = tmp_path / 'speed.json'
     merged['main'][0]['results'][0]['ratio'] += 0.5
@@ -260,7 +262,8 @@ def test_speed_table_merge_files_reports_by_kind(tmp_path):
     speed_table = load_tool('analysis_tools/speed_table')
     row = dict(mode='infer', vitzoo=dict(img_per_s=1.0, peak_mem_bytes=None))
     runs = [[dict(model='a', results=[row], sweep=False)], [dict(model='b', results=[row], sweep=True)],
-            [dict(model='c', results=[dict(row, vitzoo_compiled=row['vitzoo'])], sweep=False)]]
+            [dict(model='c', results=[dict(row, vitzoo_compiled=row['vitzoo'])], sweep=False)],
+            [dict(model='d', task='EncoderDecoder', results=[row], sweep=False)]]
     paths = []
     for i, run in enumerate(runs):
         paths.append(tmp_path / f'{i}.json')
@@ -268,7 +271,8 @@ def test_speed_table_merge_files_reports_by_kind(tmp_path):
     out = tmp_path / 'speed.json'
     assert speed_table.main(['--merge', *map(str, paths), '--json', str(out)]) == 0
     merged = json.loads(out.read_text())
-    assert {k: [r['model'] for r in v] for k, v in merged.items()} == dict(main=['a'], sweep=['b'], compile=['c'])
+    assert {k: [r['model'] for r in v] for k, v in merged.items()} == dict(main=['a'], dense=['d'], sweep=['b'],
+                                                                           compile=['c'])
 
 
 def test_analyze_logs_draws_curves(trained_demo, tmp_path):

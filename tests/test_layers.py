@@ -167,12 +167,10 @@ def test_onednn_linear_gives_only_the_gradients_asked_for(trainable):
 @needs_onednn
 def test_onednn_linear_is_left_to_aten_where_aten_must_see_it():
     x, weight = torch.randn(4, 8), torch.randn(3, 8)
-    previous = layers.set_onednn_linear(False)
-    try:
+    with layers.onednn_linear(False):
         assert not ran_onednn(lambda: layers.linear(x, weight))
         assert torch.equal(layers.linear(x, weight, gelu=True), F.gelu(F.linear(x, weight)))
-    finally:
-        layers.set_onednn_linear(previous)
+    assert layers.use_onednn_linear()
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert layers.linear(x, weight).dtype == torch.bfloat16
     assert not ran_onednn(lambda: layers.linear(x.double(), weight.double()))

@@ -28,6 +28,7 @@ from vitzoo.models.checkpoint import (
     read_checkpoint,
     unwrap_state_dict,
 )
+from vitzoo.models.layers import onednn_linear
 
 from helpers import REPO, free_port, run_tool, run_tool_in_process, tiny_cls_config
 
@@ -266,7 +267,10 @@ def test_foreign_layout_is_converted_and_checked(tmp_path):
     _, report = load_checkpoint_to_model(model, save(reference.state_dict(), tmp_path / 'timm_twins.pth'))
     assert report.layout == 'twins official/timm layout, converted' and report.fit.exact
     x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
+    # logits of ~36: 1e-5 is below float32's own error there (timm's fp32 forward is 1.6e-5 from float64),
+    # so the conversion is checked on ATen's kernels, which give timm's numbers exactly; oneDNN's linears
+    # are compared with ATen's in the contract suite
+    with torch.no_grad(), onednn_linear(False):
         torch.testing.assert_close(model(x, mode='tensor'), reference(x), rtol=0, atol=1e-5)
 
 

@@ -217,16 +217,13 @@ def test_onednn_linears_give_the_outputs_and_gradients_of_aten(row):
     x = torch.randn(2, 3, 64, 40)
     results = []
     for onednn in (True, False):
-        previous = layers.set_onednn_linear(onednn)
-        try:
+        with layers.onednn_linear(onednn):
             model.zero_grad()
             outs = model(x)
             sum(o.square().mean() for o in outs).backward()
             with torch.no_grad():  # the inference path (fused GELU) as well
                 infer = model.eval()(x)
             model.train()
-        finally:
-            layers.set_onednn_linear(previous)
         grads = {name: param.grad.clone() for name, param in model.named_parameters()}
         results.append(([o.detach() for o in outs], list(infer), grads))
     (outs_a, infer_a, grads_a), (outs_b, infer_b, grads_b) = results

@@ -523,7 +523,8 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool, shape: 
     runners = [Runner(f'vitzoo {name}', model, forward, loss, device)]
     classifier = num_classes is not None
     runners[0].flops = forward_flops(model, cfg, x[:1], forward if classifier else None)
-    report = dict(model=name, batch_size=args.batch_size, shape=[h, w], device=str(device),
+    report = dict(model=name, task='classification' if classifier else cfg.model.type,
+                  batch_size=args.batch_size, shape=[h, w], device=str(device),
                   warmup=args.warmup, iters=args.iters, rounds=args.rounds,
                   flops_per_image=dict(vitzoo=runners[0].flops))
     if args.compare == 'timm':

@@ -5,8 +5,9 @@
     python tools/analysis_tools/speed_table.py --check    # exit 1 if README.md is not up to date
 
 ``--merge`` reads the ``--json`` files of ``benchmark.py`` runs and writes them into
-``tools/analysis_tools/speed.json``, each report filed as ``main`` (the models against timm),
-``sweep`` (a ``--sweep-shape`` run) or ``compile`` (a ``--compile`` run). The section goes between
+``tools/analysis_tools/speed.json``, each report filed as ``main`` (the classifiers against timm),
+``dense`` (segmentors and detectors, timed alone), ``sweep`` (a ``--sweep-shape`` run) or
+``compile`` (a ``--compile`` run). The section goes between
 the ``<!-- speed-table:start -->`` and ``<!-- speed-table:end -->`` markers; every number in it
 comes from speed.json (``make bench`` reproduces both).
 """
@@ -20,9 +21,10 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 JSON_PATH = osp.join(ROOT, 'tools', 'analysis_tools', 'speed.json')
 README_PATH = osp.join(ROOT, 'README.md')
 START, END = '<!-- speed-table:start -->', '<!-- speed-table:end -->'
-KINDS = ('main', 'sweep', 'compile')
-# the goals of issue 12 that the table can show
+KINDS = ('main', 'dense', 'sweep', 'compile')
+# the goals of issue 12 that the table can show; Twins (PCPVT, SVT) has higher ones
 GOAL_RATIO, GOAL_WITH_CP = 1.00, 0.6
+TWINS_GOALS = {'infer': 1.15, 'train': 1.10}
 
 
 def parse_args(argv=None):
@@ -35,12 +37,12 @@ def parse_args(argv=None):
 
 
 def kind_of(report: dict) -> str:
-    """``sweep``, ``compile`` or ``main``: which table a benchmark report belongs to."""
+    """``sweep``, ``compile``, ``dense`` or ``main``: which table a benchmark report belongs to."""
     if report.get('sweep'):
         return 'sweep'
     if any('vitzoo_compiled' in row for row in report['results']):
         return 'compile'
-    return 'main'
+    return 'main' if report.get('task', 'classification') == 'classification' else 'dense'
 
 
 def merge(paths: List[str]) -> Dict[str, List[dict]]:
@@ -77,6 +79,7 @@ def _mib(value: Optional[float]) -> str:
 
 
 def _run_line(reports: List[dict]) -> str:
+    """When, where and how a table's reports were measured (every distinct command)."""
     first = reports[0]
     m = first['machine']
     peak = first['matmul_peak']
@@ -85,10 +88,13 @@ def _run_line(reports: List[dict]) -> str:
     kernel = f'the faster of {kernels}' if kernels else '`torch.mm`'
     onednn = {True: '; vitzoo linear layers on oneDNN',
               False: '; vitzoo linear layers on ATen (VITZOO_ONEDNN_LINEAR=0)'}
-    return (f'{first["date"]}; {m["cpu"]} ({m["cpu_count"]} cores visible), {first["device"]}, '
-            f'{m["torch_threads"]} torch threads, torch {m["torch"]}{timm}; fp32 matmul peak '
+    dates = sorted({r['date'] for r in reports})
+    commands = list(dict.fromkeys(r['command'] for r in reports))
+    return (f'{" to ".join(dict.fromkeys([dates[0], dates[-1]]))}; {m["cpu"]} ({m["cpu_count"]} cores visible), '
+            f'{first["device"]}, {m["torch_threads"]} torch threads, torch {m["torch"]}{timm}; fp32 matmul peak '
             f'{peak["gflop_per_s"]:.1f} GFLOP/s ({peak["n"]}x{peak["n"]}, {kernel}, median of {peak["repeats"]}, '
-            f'same process){onednn.get(first.get("onednn_linear"), "")}. Command: `{first["command"]}`')
+            f'same process){onednn.get(first.get("onednn_linear"), "")}. '
+            f'Command{"s" if len(commands) > 1 else ""}: ' + '; '.join(f'`{c}`' for c in commands))
 
 
 def render_main(reports: List[dict]) -> List[str]:
@@ -110,6 +116,21 @@ def render_main(reports: List[dict]) -> List[str]:
         lines.append(f'| `{report["model"]}` | {_speed(infer)} | {_speed(infer, "timm")} | '
                      f'{_ratio((infer or {}).get("ratio"))} | {_speed(train)} | {_speed(train, "timm")} | '
                      f'{_ratio((train or {}).get("ratio"))} | {memory} | {_ratio(cp.get("ratio"))} |')
+    return lines
+
+
+def render_dense(reports: List[dict]) -> List[str]:
+    lines = [f'**Dense models** (timed alone: no timm counterpart), fp32 eager; inference is the toolbox\'s '
+             f'`predict` with post-processing, training a `loss` step against random targets. Measured '
+             f'{_run_line(reports)}', '',
+             'img/s (GFLOP/s, % of the matmul peak) and peak memory (RSS growth, MiB).', '',
+             '| model | input | batch | inference | inference MiB | training step | training MiB |',
+             '|---|---|---|---|---|---|---|']
+    for report in reports:
+        infer, train = _row(report, 'infer'), _row(report, 'train')
+        lines.append(f'| `{report["model"]}` | {report["shape"][0]}x{report["shape"][1]} | {report["batch_size"]} | '
+                     f'{_speed(infer)} | {_mib(infer["vitzoo"]["peak_mem_bytes"]) if infer else "-"} | '
+                     f'{_speed(train)} | {_mib(train["vitzoo"]["peak_mem_bytes"]) if train else "-"} |')
     return lines
 
 
@@ -158,6 +179,11 @@ def render_goals(merged: Dict[str, List[dict]]) -> List[str]:
         if rows:
             lines.append(f'- {label} >= {GOAL_RATIO:.2f}x timm: {len(rows) - len(slower)} of {len(rows)}'
                          + (f' (below: {", ".join(slower)})' if slower else ''))
+        twins = [(m, row) for m, row in rows if m.startswith('twins-')]
+        below = [f'`{m}` {row["ratio"]:.2f}' for m, row in twins if row['ratio'] < TWINS_GOALS[mode]]
+        if twins:
+            lines.append(f'- Twins (PCPVT, SVT) {label} >= {TWINS_GOALS[mode]:.2f}x timm: {len(twins) - len(below)} '
+                         f'of {len(twins)}' + (f' (below: {", ".join(below)})' if below else ''))
     cps = [(r['model'], (_row(r, 'train') or {}).get('with_cp') or {}) for r in merged['main']]
     cps = [(m, cp['ratio']) for m, cp in cps if 'ratio' in cp]
     if cps:
@@ -177,6 +203,8 @@ def render(merged: Dict[str, List[dict]], plot: str = 'docs/speed_sweep.png') ->
     parts = []
     if merged.get('main'):
         parts.append(render_main(merged['main']))
+    if merged.get('dense'):
+        parts.append(render_dense(merged['dense']))
     if merged.get('compile'):
         parts.append(render_compile(merged['compile']))
     if merged.get('sweep'):

@@ -16,9 +16,10 @@ Sizes are written so that ``torch.export`` keeps them symbolic (``vitzoo.deploy`
 depend on a size (padding, cropping, resizing) are skipped only where :func:`known_zero` proves
 them no-ops, which eager ints always decide; under export they stay in the graph for any size.
 """
+import contextlib
 import functools
 import os
-from typing import Callable, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ from torch import nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 __all__ = [
-    'linear', 'Linear', 'use_onednn_linear', 'set_onednn_linear',
+    'linear', 'Linear', 'use_onednn_linear', 'set_onednn_linear', 'onednn_linear',
     'use_fused_attn', 'set_fused_attn', 'scaled_dot_product_attention', 'drop_path', 'DropPath',
     'Mlp', 'ConvMlp', 'PatchEmbed', 'PosConv', 'Attention', 'SpatialReductionAttention',
     'WindowAttention', 'window_partition', 'window_reverse', 'pad_to_multiple', 'to_2tuple',
@@ -57,6 +58,16 @@ def set_onednn_linear(enabled: bool) -> bool:
                            'only set_onednn_linear(False) is possible')
     previous, _USE_ONEDNN_LINEAR = _USE_ONEDNN_LINEAR, bool(enabled)
     return previous
+
+
+@contextlib.contextmanager
+def onednn_linear(enabled: bool) -> Iterator[None]:
+    """:func:`set_onednn_linear` for a ``with`` block, restored afterwards."""
+    previous = set_onednn_linear(enabled)
+    try:
+        yield
+    finally:
+        set_onednn_linear(previous)
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
