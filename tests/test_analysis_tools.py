@@ -171,7 +171,7 @@ def test_benchmark_with_cp_memory(tmp_path):
          '--iters', '1', '--rounds', '1', '--with-cp-memory', '--matmul-size', '64', '--json', str(out)])
     cp = _bench_rows(json.loads(out.read_text())[0])['train']['with_cp']
     assert cp['ratio'] == pytest.approx(cp['peak_mem_bytes_with'] / cp['peak_mem_bytes_without'])
-    assert cp['peak_mem_bytes_without'] > 20 * 2**20 and cp['ratio'] < 0.7
+    assert cp['peak_mem_bytes_without'] > 20 * 2**20 and cp['ratio'] < 0.7 and cp['process'] == 'separate'
 
 
 def test_benchmark_shape_sweep_writes_table_and_plot(tmp_path):
@@ -317,3 +317,8 @@ def test_confusion_matrix_from_checkpoint_and_from_test_predictions(trained_demo
         results[source] = mmengine.load(str(matrix))
     first, second = results.values()
     assert first.shape == (10, 10) and torch.equal(first, second) and int(first.sum()) == 359
+
+    compiled = run_tool('tools/test.py', DEMO_NAME, checkpoint, '--compile', '--work-dir', str(tmp_path / 'compiled'),
+                        '--cfg-options', *data)
+    assert 'Model has been "compiled"' in compiled.stdout + compiled.stderr
+    assert float(re.findall(r'accuracy/top1: ([\d.]+)', compiled.stdout)[-1]) == top1

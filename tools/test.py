@@ -32,6 +32,8 @@ def parse_args():
     parser.add_argument('--out', help='dump the predictions to this pickle file (.pkl)')
     parser.add_argument('--show-dir', help='save visualised predictions into this directory')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model\'s test step (MMEngine\'s cfg.compile; first batches slow)')
     parser.add_argument('--partial', action='store_true',
                         help='load only the checkpoint tensors that fit the model (the log counts the rest) '
                         'instead of stopping on the first difference')
@@ -116,6 +118,8 @@ def merge_args(cfg: Config, args) -> Config:
         dump = dict(type='DumpDetResults' if scope == 'mmdet' else 'DumpResults', out_file_path=args.out)
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator = list(evaluators) + [dump]
+    if args.compile:
+        cfg.compile = True
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
@@ -125,6 +129,9 @@ def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = build_runner(cfg, args.launcher)
+    if cfg.get('compile'):
+        # MMEngine's test loop does not compile; its own helper applies cfg.compile to test_step
+        runner._maybe_compile('test_step')
     metrics = runner.test()
     shutdown_distributed()
     if int(os.environ.get('RANK', 0)) == 0:

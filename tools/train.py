@@ -56,7 +56,7 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if getattr(args, 'compile', False):
-        cfg.compile = True  # MMEngine compiles the model's train_step (its test loop does not compile)
+        cfg.compile = True  # MMEngine compiles the model's train_step (tools/test.py --compile: its test_step)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError(f'--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in {args.config}')

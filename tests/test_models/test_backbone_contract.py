@@ -4,7 +4,7 @@ Every backbone must: return maps of the declared channels and strides at any inp
 ``out_channels`` tell them without a forward pass); give the same maps for any ``out_indices``
 subset, without running the stages after the last one asked for; freeze stages (no grads, eval
 mode); keep BatchNorms in eval mode with ``norm_eval``; recompute its blocks with ``with_cp`` (same
-outputs and gradients); give ATen's outputs and gradients with oneDNN linears; follow its declared
+outputs and gradients); give ATen's outputs and gradients with oneDNN linears; compile as one graph; follow its declared
 drop-path schedule; load every tensor of a vitzoo checkpoint through ``init_cfg``; refuse bad
 arguments with a ValueError or TypeError naming them; build from the mmpretrain, mmseg and mmdet
 scopes; and treat the images of a batch independently. The per-family test files keep what is
@@ -233,6 +233,20 @@ def test_onednn_linears_give_the_outputs_and_gradients_of_aten(row):
         scale = grads_b[name].abs().max().item()
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=0, atol=2e-6 * scale + 1e-9,
                                    msg=lambda m, name=name: f'{name}: {m}')
+
+
+@each_row
+def test_compiles_as_one_graph(row):
+    """torch.compile(fullgraph=True) traces the whole forward without a graph break (dynamo only: the
+    ``eager`` backend runs the captured graph), with the eager outputs."""
+    torch._dynamo.reset()
+    model = randomize_(build(row)).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        compiled = torch.compile(model, fullgraph=True, backend='eager')(x)
+    for a, b in zip(compiled, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @each_row

@@ -43,9 +43,10 @@ process (a square ``torch.mm``, median of several, at the benchmark's thread cou
 ``--compare timm``), alternating with the eager ones: the first call of each mode (compilation
 plus one step) is reported as ``compile_s``, steady-state img/s after it like the eager models.
 
-``--with-cp-memory`` (training): builds a second vitzoo model with the backbone's
-``with_cp=True`` (activation checkpointing) and reports the peak memory of a training step with
-and without it (median of 3 steps each) and their ratio (< 1: checkpointing saves memory).
+``--with-cp-memory`` (training): reports the peak memory of a training step of the vitzoo model
+without and with the backbone's ``with_cp=True`` (activation checkpointing), median of 3 steps each,
+and their ratio (< 1: checkpointing saves memory). Both are measured in a separate process that
+only measures memory (see "Peak memory").
 
 ``--sweep-shape S ...`` runs everything once per input size S x S (each its own report, with
 ``"sweep": true``); ``--plot OUT.png`` draws img/s and peak memory against the input size, one
@@ -60,7 +61,6 @@ Timed iterations run with the thresholds a long-running process settles into (32
 activations.
 """
 import argparse
-import copy
 import ctypes
 import datetime
 import gc
@@ -70,6 +70,7 @@ import os.path as osp
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from typing import List, Optional, Tuple
@@ -105,6 +106,7 @@ def parse_args(argv=None):
                         help='run at each input size S x S (instead of --shape)')
     parser.add_argument('--plot', help='with --sweep-shape: draw img/s and memory against size into this PNG')
     parser.add_argument('--matmul-size', type=int, default=2048, help='n of the n x n fp32 matmul peak')
+    parser.add_argument('--cp-memory-child', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.plot and not args.sweep_shape:
         parser.error('--plot draws a --sweep-shape run')
@@ -184,8 +186,9 @@ def _status(key: str) -> int:
 class PeakMemory:
     """Peak memory of a block: CUDA allocator peak, or growth of the peak RSS on CPU."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, restore_timing_malloc: bool = True):
         self.device = device
+        self.restore_timing_malloc = restore_timing_malloc
         self.cpu_ok = device.type == 'cpu'
         self.peak = None
 
@@ -210,7 +213,7 @@ class PeakMemory:
             self.peak = torch.cuda.max_memory_allocated(self.device)
         elif self.cpu_ok:
             self.peak = max(_status('VmHWM') - self.start, 0)
-        if self.device.type == 'cpu':
+        if self.device.type == 'cpu' and self.restore_timing_malloc:
             _set_malloc(**_MALLOC_FOR_TIMING)
 
 
@@ -353,10 +356,14 @@ def main(argv=None):
     args = parse_args(argv)
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine').setLevel('WARNING')
-    pinned = _set_malloc(**_MALLOC_FOR_TIMING)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.cp_memory_child:  # with_cp_memory's measuring process: one JSON line on stdout
+        _set_malloc(**_MALLOC_FOR_MEMORY)
+        print(json.dumps(measure_cp_memory(args.models[0], args, device)))
+        return
+    pinned = _set_malloc(**_MALLOC_FOR_TIMING)
     run = dict(command=' '.join(['python', 'tools/analysis_tools/benchmark.py',
                                  *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
                date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
@@ -470,28 +477,47 @@ def forward_flops(model, cfg, x1: torch.Tensor, forward=None) -> Optional[int]:
     return 2 * (other + attention)
 
 
-def with_cp_memory(cfg, runner: 'Runner', x: torch.Tensor, device: torch.device, steps: int = 3) -> dict:
-    """Peak memory of a training step without and with the backbone's ``with_cp=True`` (median of ``steps``)."""
+def with_cp_memory(model_name: str, args, shape: List[int], device: torch.device) -> dict:
+    """Peak memory of a training step without and with the backbone's ``with_cp=True``.
+
+    Measured in a fresh process (this script with ``--cp-memory-child``) that never runs with the
+    timing allocator settings: free heap blocks left by the timed steps would otherwise be reused
+    without showing as growth, and hide part of what checkpointing saves.
+    """
+    command = [sys.executable, osp.abspath(__file__), model_name, '--cp-memory-child', '--device', str(device),
+               '--batch-size', str(args.batch_size), '--shape', *map(str, shape),
+               '--threads', str(torch.get_num_threads())]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return dict(why='the measuring process failed: ' + (proc.stderr.strip().splitlines() or ['?'])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_cp_memory(model_name: str, args, device: torch.device, steps: int = 3) -> dict:
+    """``--cp-memory-child``: the peaks of ``steps`` training steps (median) without and with ``with_cp``."""
+    h, w = args.shape[0], args.shape[-1]
+    cfg, _ = benchmark_config(model_name, h, w)
     if backbone_class(cfg) is None:
         return dict(why='not a vitzoo backbone: no with_cp')
-    cp_cfg = copy.deepcopy(cfg)
-    cp_cfg.model.backbone.with_cp = True
-    torch.manual_seed(0)
-    cp_model, _, cp_loss, _ = build_vitzoo(cp_cfg, x, device)
-    cp_runner = Runner('with_cp', cp_model, None, cp_loss, device)
+    x = torch.randn(args.batch_size, 3, h, w, device=device)
     peaks = {}
-    for key, r in (('without', runner), ('with', cp_runner)):
-        r.set_mode('train')
-        r.train(x)
+    for key, with_cp in (('without', False), ('with', True)):
+        cfg.model.backbone.with_cp = with_cp
+        torch.manual_seed(0)
+        model, _, loss, _ = build_vitzoo(cfg, x, device)
+        runner = Runner(key, model, None, loss, device)
+        runner.set_mode('train')
+        runner.train(x)
         values = []
         for _ in range(steps):
-            with PeakMemory(device) as peak:
-                r.train(x)
+            with PeakMemory(device, restore_timing_malloc=False) as peak:
+                runner.train(x)
             values.append(peak.peak)
         peaks[key] = None if None in values else statistics.median(values)
-    del cp_runner, cp_model
-    gc.collect()
-    result = dict(peak_mem_bytes_without=peaks['without'], peak_mem_bytes_with=peaks['with'], steps=steps)
+        del runner, model, loss
+        gc.collect()
+    result = dict(peak_mem_bytes_without=peaks['without'], peak_mem_bytes_with=peaks['with'], steps=steps,
+                  process='separate')
     if peaks['without'] and peaks['with'] is not None:
         result['ratio'] = peaks['with'] / peaks['without']
     return result
@@ -506,18 +532,23 @@ def compiled_runner(runner: 'Runner') -> 'Runner':
     return compiled
 
 
-def benchmark(model_name: str, args, device: torch.device, pinned: bool, shape: Optional[List[int]] = None,
-              peak_gflops: Optional[float] = None) -> dict:
-    shape = shape or args.shape
-    h, w = shape[0], shape[-1]
+def benchmark_config(model_name: str, h: int, w: int):
+    """The config of a model name or file, set up for h x w inputs, and the model's name."""
     cfg, info = load_config(model_name)
-    name = info.name if info else model_name
-    torch.manual_seed(0)
-    print(f'=== {name}')
     backbone = backbone_class(cfg)
     if backbone is not None and backbone.builds_for_input_size:
         # e.g. PiT's position embedding at the benchmarked size, as timm's (no interpolation per forward)
         cfg.model.backbone.img_size = (h, w)
+    return cfg, info.name if info else model_name
+
+
+def benchmark(model_name: str, args, device: torch.device, pinned: bool, shape: Optional[List[int]] = None,
+              peak_gflops: Optional[float] = None) -> dict:
+    shape = shape or args.shape
+    h, w = shape[0], shape[-1]
+    cfg, name = benchmark_config(model_name, h, w)
+    torch.manual_seed(0)
+    print(f'=== {name}')
     x = torch.randn(args.batch_size, 3, h, w, device=device)
     model, forward, loss, num_classes = build_vitzoo(cfg, x, device)
     runners = [Runner(f'vitzoo {name}', model, forward, loss, device)]
@@ -622,7 +653,7 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool, shape: 
                 line += f'; ratio compiled vitzoo/compiled timm: {row["compiled_ratio"]:.2f}x img/s'
             print(line)
         if mode == 'train' and args.with_cp_memory:
-            cp = row['with_cp'] = with_cp_memory(cfg, runners[0], x, device)
+            cp = row['with_cp'] = with_cp_memory(model_name, args, [h, w], device)
             if 'ratio' in cp:
                 print(f'  with_cp=True: {mem_label} {cp["peak_mem_bytes_with"] / 2**20:.1f} vs '
                       f'{cp["peak_mem_bytes_without"] / 2**20:.1f} without: {cp["ratio"]:.2f}x')
