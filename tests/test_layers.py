@@ -204,3 +204,36 @@ def test_mlp_fuses_gelu_only_where_nothing_can_tell():
         assert not mlp.fuse_gelu
         mlp.act = nn.GELU(approximate='tanh')
         assert not mlp.fuse_gelu
+
+
+@needs_onednn
+def test_onednn_operators_pass_opcheck():
+    """Schema, fake (meta) implementation and autograd of the operators torch.compile calls."""
+    x, weight, bias = torch.randn(3, 5, 96, requires_grad=True), torch.randn(192, 96, requires_grad=True), \
+        torch.randn(192, requires_grad=True)
+    torch.library.opcheck(torch.ops.vitzoo.onednn_linear.default, (x, weight, bias))
+    torch.library.opcheck(torch.ops.vitzoo.onednn_linear.default, (x, weight, None))
+    torch.library.opcheck(torch.ops.vitzoo.onednn_weight_grad.default, (torch.randn(15, 192), torch.randn(15, 96)))
+
+
+@needs_onednn
+def test_compiled_linear_runs_the_onednn_operator_with_aten_gradients():
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(2, 40, 128), torch.randn(256, 128) / 128**0.5, torch.randn(256)
+    grad_out = torch.randn(2, 40, 256)
+    expected, leaves = linear_reference(x, weight, bias, gelu=True)
+    expected.backward(grad_out.double())
+    graphs = []
+
+    def backend(gm, example_inputs):  # aot_eager, keeping the captured graphs
+        graphs.append(gm)
+        return torch._dynamo.backends.debugging.aot_eager(gm, example_inputs)
+
+    params = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    torch._dynamo.reset()
+    out = torch.compile(lambda *a: layers.linear(*a, gelu=True), fullgraph=True, backend=backend)(*params)
+    out.backward(grad_out)
+    assert any(node.target is torch.ops.vitzoo.onednn_linear.default for g in graphs for node in g.graph.nodes)
+    torch.testing.assert_close(out.detach().double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    for param, leaf in zip(params, leaves, strict=True):
+        torch.testing.assert_close(param.grad.double(), leaf.grad, rtol=1e-5, atol=1e-5)

@@ -121,7 +121,56 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
+# The same products as PyTorch operators, for torch.compile: inductor calls them as external kernels
+# (it would otherwise lower F.linear to the MKL sgemm again) and fuses the element-wise work around them.
+@torch.library.custom_op('vitzoo::onednn_linear', mutates_args=())
+def _onednn_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return _onednn_linear(x, weight, bias)
+
+
+@_onednn_linear_op.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@torch.library.custom_op('vitzoo::onednn_weight_grad', mutates_args=())
+def _onednn_weight_grad_op(grad_2d: torch.Tensor, x_2d: torch.Tensor) -> torch.Tensor:
+    return _onednn_weight_grad(grad_2d, x_2d)
+
+
+@_onednn_weight_grad_op.register_fake
+def _(grad_2d: torch.Tensor, x_2d: torch.Tensor) -> torch.Tensor:
+    return grad_2d.new_empty((grad_2d.shape[1], x_2d.shape[1]))
+
+
+def _onednn_linear_setup(ctx, inputs, output) -> None:
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _onednn_linear_backward(ctx, grad_out: torch.Tensor):
+    x, weight = ctx.saved_tensors
+    grad_x = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_x = _onednn_linear_op(grad_out, weight.t(), None)
+    grad_2d = grad_out.reshape(-1, grad_out.shape[-1])
+    if ctx.needs_input_grad[1]:
+        grad_weight = _onednn_weight_grad_op(grad_2d, x.reshape(-1, x.shape[-1]))
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_bias = grad_2d.sum(0)
+    return grad_x, grad_weight, grad_bias
+
+
+_onednn_linear_op.register_autograd(_onednn_linear_backward, setup_context=_onednn_linear_setup)
+
 _PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
+
+
+def _onednn_applies(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    return (_USE_ONEDNN_LINEAR and x.device.type == 'cpu' and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
+            and x.dim() >= 2 and x.numel() > 0 and not torch.is_autocast_enabled('cpu'))
 
 
 def linear(x: torch.Tensor,
@@ -134,17 +183,20 @@ def linear(x: torch.Tensor,
     generic code path: on the AVX-512 EPYC of vitzoo's benchmarks oneDNN's kernel is about 2x
     faster for the token-by-channel products of these backbones, with fp32 accumulation (no
     reduced precision). Everything else keeps ``F.linear``: other devices and dtypes, autocast,
-    ``torch.compile``/``torch.export``/tracing and tensor subclasses or dispatch modes (which
-    must see an ``aten`` op, e.g. the FLOP counter), and ``use_onednn_linear() == False``.
-    Without autograd the (exact, erf) GELU runs inside oneDNN's kernel, on the product as it is
-    written, instead of as a second pass over memory.
+    ``torch.export``/tracing (an exported file must hold the standard op) and tensor subclasses or
+    dispatch modes (which must see an ``aten`` op, e.g. the FLOP counter), and
+    ``use_onednn_linear() == False``. Under ``torch.compile`` the products are the operators
+    ``vitzoo::onednn_linear`` and ``vitzoo::onednn_weight_grad``. Eager without autograd, the
+    (exact, erf) GELU runs inside oneDNN's kernel instead of as a second pass over memory.
     """
-    if (_USE_ONEDNN_LINEAR and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting() and torch._C._len_torch_dispatch_stack() == 0
-            and type(x) in _PLAIN_TENSORS and type(weight) in _PLAIN_TENSORS
-            and x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and (bias is None or bias.dtype == torch.float32) and x.dim() >= 2 and x.numel() > 0
-            and not torch.is_autocast_enabled('cpu')):
+    if torch.compiler.is_compiling():
+        if not torch.compiler.is_exporting() and _onednn_applies(x, weight, bias):
+            out = _onednn_linear_op(x, weight, bias)
+        else:
+            out = F.linear(x, weight, bias)
+        return F.gelu(out) if gelu else out
+    if (not torch.jit.is_tracing() and not torch.jit.is_scripting() and torch._C._len_torch_dispatch_stack() == 0
+            and type(x) in _PLAIN_TENSORS and type(weight) in _PLAIN_TENSORS and _onednn_applies(x, weight, bias)):
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                         or (bias is not None and bias.requires_grad)):
             out = _OneDNNLinearFunction.apply(x, weight, bias)
