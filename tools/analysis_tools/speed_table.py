@@ -67,7 +67,7 @@ def _speed(row: Optional[dict], key: str = 'vitzoo') -> str:
     if row is None or key not in row:
         return '-'
     entry = row[key]
-    text = f'{entry["img_per_s"]:.1f}'
+    text = f'{entry["img_per_s"]:.{1 if entry["img_per_s"] >= 1 else 3}f}'  # 3 decimals for the slow dense rows
     if 'gflop_per_s' in entry:
         text += f' ({entry["gflop_per_s"]:.1f}'
         text += f', {entry["peak_fraction"]:.0%})' if 'peak_fraction' in entry else ')'
