@@ -363,7 +363,7 @@ def main(argv=None):
         _set_malloc(**_MALLOC_FOR_MEMORY)
         print(json.dumps(measure_cp_memory(args.models[0], args, device)))
         return
-    pinned = _set_malloc(**_MALLOC_FOR_TIMING)
+    mallopt_ok = _set_malloc(**_MALLOC_FOR_TIMING)
     run = dict(command=' '.join(['python', 'tools/analysis_tools/benchmark.py',
                                  *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
                date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
@@ -377,7 +377,7 @@ def main(argv=None):
     reports = []
     for model in args.models:
         for shape in shapes:
-            report = benchmark(model, args, device, pinned, shape, run['matmul_peak']['gflop_per_s'])
+            report = benchmark(model, args, device, mallopt_ok, shape, run['matmul_peak']['gflop_per_s'])
             report.update(run, sweep=bool(args.sweep_shape))
             reports.append(report)
             gc.collect()
@@ -542,7 +542,7 @@ def benchmark_config(model_name: str, h: int, w: int):
     return cfg, info.name if info else model_name
 
 
-def benchmark(model_name: str, args, device: torch.device, pinned: bool, shape: Optional[List[int]] = None,
+def benchmark(model_name: str, args, device: torch.device, mallopt_ok: bool, shape: Optional[List[int]] = None,
               peak_gflops: Optional[float] = None) -> dict:
     shape = shape or args.shape
     h, w = shape[0], shape[-1]
@@ -589,7 +589,7 @@ def benchmark(model_name: str, args, device: torch.device, pinned: bool, shape: 
     print(f'batch {args.batch_size}, {h}x{w}, {device.type} ({threads}), fp32 eager; {args.warmup} warm-up, '
           f'{args.rounds} rounds x {args.iters} iterations (models alternate), median img/s')
     mem_label = 'peak alloc (MiB)' if device.type == 'cuda' else 'peak RSS growth (MiB)'
-    if device.type == 'cpu' and not pinned:
+    if device.type == 'cpu' and not mallopt_ok:
         mem_label += ' [approximate: mallopt unavailable]'
     results = []
     for mode in modes:

@@ -92,8 +92,29 @@ def _onednn_weight_grad(grad_2d: torch.Tensor, x_2d: torch.Tensor) -> torch.Tens
     return _onednn_linear(grad_2d.t(), x_2d.t(), None)
 
 
+def _onednn_linear_setup(ctx, inputs, output) -> None:
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _onednn_linear_grads(ctx, grad_out: torch.Tensor, linear_fn: Callable, weight_grad_fn: Callable):
+    """The gradients of ``x @ weight^T + bias`` for the inputs that need one (``x`` and ``weight``
+    saved by :func:`_onednn_linear_setup`), with ``linear_fn`` and ``weight_grad_fn`` for the products."""
+    x, weight = ctx.saved_tensors
+    grad_x = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_x = linear_fn(grad_out, weight.t(), None)
+    grad_2d = grad_out.reshape(-1, grad_out.shape[-1])
+    if ctx.needs_input_grad[1]:
+        grad_weight = weight_grad_fn(grad_2d, x.reshape(-1, x.shape[-1]))
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_bias = grad_2d.sum(0)
+    return grad_x, grad_weight, grad_bias
+
+
 class _OneDNNLinearFunction(torch.autograd.Function):
-    """``x @ weight^T + bias`` with oneDNN for the forward product and the input gradient.
+    """``x @ weight^T + bias`` with oneDNN for the forward product and the gradients (eager).
 
     oneDNN's op has no autograd formula of its own (PyTorch would silently return no gradient),
     so the gradients are written here, with oneDNN as well.
@@ -101,24 +122,13 @@ class _OneDNNLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+        _onednn_linear_setup(ctx, (x, weight, bias), None)
         return _onednn_linear(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _onednn_linear(grad_out, weight.t(), None)
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            grad_2d = grad_out.reshape(-1, grad_out.shape[-1])
-            if ctx.needs_input_grad[1]:
-                grad_weight = _onednn_weight_grad(grad_2d, x.reshape(-1, x.shape[-1]))
-            if ctx.has_bias and ctx.needs_input_grad[2]:
-                grad_bias = grad_2d.sum(0)
-        return grad_x, grad_weight, grad_bias
+        return _onednn_linear_grads(ctx, grad_out, _onednn_linear, _onednn_weight_grad)
 
 
 # The same products as PyTorch operators, for torch.compile: inductor calls them as external kernels
@@ -143,23 +153,8 @@ def _(grad_2d: torch.Tensor, x_2d: torch.Tensor) -> torch.Tensor:
     return grad_2d.new_empty((grad_2d.shape[1], x_2d.shape[1]))
 
 
-def _onednn_linear_setup(ctx, inputs, output) -> None:
-    x, weight, bias = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.has_bias = bias is not None
-
-
 def _onednn_linear_backward(ctx, grad_out: torch.Tensor):
-    x, weight = ctx.saved_tensors
-    grad_x = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_x = _onednn_linear_op(grad_out, weight.t(), None)
-    grad_2d = grad_out.reshape(-1, grad_out.shape[-1])
-    if ctx.needs_input_grad[1]:
-        grad_weight = _onednn_weight_grad_op(grad_2d, x.reshape(-1, x.shape[-1]))
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = grad_2d.sum(0)
-    return grad_x, grad_weight, grad_bias
+    return _onednn_linear_grads(ctx, grad_out, _onednn_linear_op, _onednn_weight_grad_op)
 
 
 _onednn_linear_op.register_autograd(_onednn_linear_backward, setup_context=_onednn_linear_setup)
