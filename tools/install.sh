@@ -18,11 +18,33 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 log() { echo "[install +$(( $(date +%s) - start ))s] $*"; }
 
+# A full venv is about 6.6 GB, 5.5 GB of it torch's CUDA build. With less free, pip stops half way
+# with "No space left on device" and leaves a venv without torch, so check before starting.
+need_mb=${VITZOO_INSTALL_NEED_MB:-8000}
+if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch" 2>/dev/null; }; then
+    dir=$VENV
+    until [ -d "$dir" ]; do dir=$(dirname "$dir"); done
+    free_mb=$(( $(df -Pk "$dir" | awk 'NR == 2 {print $4}') / 1024 ))
+    if [ "$free_mb" -lt "$need_mb" ]; then
+        echo "[install] ERROR: $free_mb MB free on the file system of $dir; the venv $VENV needs about" \
+            "$need_mb MB (torch's CUDA build alone is 5.5 GB). Free some space or set VENV to a" \
+            "folder on a larger disk." >&2
+        exit 1
+    fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
-pip_install() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# pip's own failures stop the install (its "WARNING: Location" lines are noise and are dropped).
+pip_install() {
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+            | { grep -v "^WARNING: Location" || true; }; then
+        echo "[install] ERROR: pip install $* failed (its message is above)." >&2
+        exit 1
+    fi
+}
 
 pip_install --upgrade pip setuptools wheel
 log "torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"
@@ -35,7 +57,7 @@ if [ -z "$wheel" ]; then
     log "building onedl-mmcv $MMCV_VERSION with its ops (C++20); this takes about 20 minutes on 2 cores"
     build=$(mktemp -d)
     "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
-        "onedl-mmcv==$MMCV_VERSION" -d "$build" 2>&1 | grep -v "^WARNING: Location" || true
+        "onedl-mmcv==$MMCV_VERSION" -d "$build" 2>&1 | { grep -v "^WARNING: Location" || true; }
     tar xzf "$build"/onedl_mmcv-"$MMCV_VERSION".tar.gz -C "$build"
     # torch >= 2.10 headers need C++20; onedl-mmcv's setup.py asks for C++14/17.
     sed -i -E 's/-std=c\+\+1[47]/-std=c++20/g' "$build/onedl_mmcv-$MMCV_VERSION/setup.py"
