@@ -18,8 +18,9 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 log() { echo "[install +$(( $(date +%s) - start ))s] $*"; }
 
-# A full venv is about 6.6 GB, 5.5 GB of it torch's CUDA build. With less free, pip stops half way
-# with "No space left on device" and leaves a venv without torch, so check before starting.
+# A full venv is 6.7 GB (measured with df), 5.5 GB of it torch's CUDA build; the 8 GB leave room for
+# the test suite's temporary files. With less free, pip stops half way with "No space left on device"
+# and leaves a venv without torch, so check before starting.
 need_mb=${VITZOO_INSTALL_NEED_MB:-8000}
 if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch" 2>/dev/null; }; then
     dir=$VENV
