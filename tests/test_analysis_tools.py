@@ -318,7 +318,18 @@ def test_confusion_matrix_from_checkpoint_and_from_test_predictions(trained_demo
     first, second = results.values()
     assert first.shape == (10, 10) and torch.equal(first, second) and int(first.sum()) == 359
 
-    compiled = run_tool('tools/test.py', DEMO_NAME, checkpoint, '--compile', '--work-dir', str(tmp_path / 'compiled'),
-                        '--cfg-options', *data)
-    assert 'Model has been "compiled"' in compiled.stdout + compiled.stderr
-    assert float(re.findall(r'accuracy/top1: ([\d.]+)', compiled.stdout)[-1]) == top1
+
+@pytest.mark.slow  # one minute of compilation; the backbones' fullgraph compile is in the contract suite
+def test_test_tool_compile_gives_the_eager_top1(trained_demo, digits_root, tmp_path):
+    """tools/test.py --compile on the first 64 held-out digits in one batch (one compilation)."""
+    _, checkpoint = trained_demo
+    data = [f'test_dataloader.dataset.data_root={digits_root}', 'test_dataloader.num_workers=0',
+            'test_dataloader.persistent_workers=False', 'test_dataloader.dataset.indices=64',
+            'test_dataloader.batch_size=64']
+    top1 = {}
+    for flags in ([], ['--compile']):
+        run = run_tool('tools/test.py', DEMO_NAME, checkpoint, *flags, '--work-dir', str(tmp_path / str(len(top1))),
+                       '--cfg-options', *data)
+        assert ('Model has been "compiled"' in run.stdout + run.stderr) == bool(flags)
+        top1[bool(flags)] = float(re.findall(r'accuracy/top1: ([\d.]+)', run.stdout)[-1])
+    assert 50 < top1[False] <= 100 and top1[True] == top1[False]
