@@ -239,10 +239,18 @@ def test_kill_inside_a_checkpoint_write_keeps_the_previous_one(reference, tmp_pa
 
 
 def test_kill_at_a_random_step_resumes_bit_identical(reference, tmp_path):
+    """Killed before any of the 12 optimizer steps but the first. Before step 5 no checkpoint exists
+    yet (epoch_1.pth follows step 4): --resume finds none and trains afresh, to the same weights."""
     config, final = reference('epochs', EPOCHS, 'epoch_3.pth')
-    step = random.randrange(2, 13)  # any of the 12 optimizer steps but the first
-    _kill_and_resume(config, str(tmp_path / 'work'), f'kill-at-step:{step}')
-    _assert_bit_identical(final, str(tmp_path / 'work' / 'epoch_3.pth'))
+    step = random.randrange(2, 13)
+    work_dir = str(tmp_path / 'work')
+    if step > 4:
+        _kill_and_resume(config, work_dir, f'kill-at-step:{step}')
+    else:
+        _killed(_train(config, work_dir, fault=f'kill-at-step:{step}'))
+        assert latest_checkpoint(work_dir) is None, f'killed before step {step}'
+        assert 'resumed epoch' not in _ok(_train(config, work_dir, resume=True))
+    _assert_bit_identical(final, osp.join(work_dir, 'epoch_3.pth'))
 
 
 def test_iteration_based_run_killed_resumes_bit_identical(reference, tmp_path):
