@@ -8,7 +8,7 @@ import re
 import socket
 import subprocess
 import sys
-from typing import Callable, Collection, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -83,6 +83,12 @@ def fused_eager_gap(model: nn.Module, x: torch.Tensor, forward: Optional[Callabl
         finally:
             set_fused_attn(model, True)
     return max((a - b).abs().max().item() for a, b in zip(fused, eager, strict=True))
+
+
+def digits_test_options(digits_root: str, *extra: str) -> List[str]:
+    """``--cfg-options`` that point the demo config's test loader at the digits, in the main process."""
+    return [f'test_dataloader.dataset.data_root={digits_root}', 'test_dataloader.num_workers=0',
+            'test_dataloader.persistent_workers=False', *extra]
 
 
 def tiny_cls_config(base_config: str, out_dir: str, data_root: str, img_size: int = 32,

@@ -11,7 +11,7 @@ import torch
 from vitzoo.apis.model import ModelHub
 from vitzoo.models import layers
 
-from helpers import REPO, load_tool, run_tool
+from helpers import REPO, digits_test_options, load_tool, run_tool
 
 DEMO_NAME = 'twins-pcpvt-tiny_1xb64_digits'
 
@@ -298,8 +298,7 @@ def test_confusion_matrix_from_checkpoint_and_from_test_predictions(trained_demo
     """tools/test.py by model name dumps predictions; the confusion matrix from them equals the one
     computed from the checkpoint."""
     _, checkpoint = trained_demo
-    data = [f'test_dataloader.dataset.data_root={digits_root}', 'test_dataloader.num_workers=0',
-            'test_dataloader.persistent_workers=False']
+    data = digits_test_options(digits_root)
     preds = tmp_path / 'preds.pkl'
     test = run_tool('tools/test.py', DEMO_NAME, checkpoint, '--out', str(preds), '--work-dir', str(tmp_path / 'eval'),
                     '--cfg-options', *data)
@@ -323,9 +322,7 @@ def test_confusion_matrix_from_checkpoint_and_from_test_predictions(trained_demo
 def test_test_tool_compile_gives_the_eager_top1(trained_demo, digits_root, tmp_path):
     """tools/test.py --compile on the first 64 held-out digits in one batch (one compilation)."""
     _, checkpoint = trained_demo
-    data = [f'test_dataloader.dataset.data_root={digits_root}', 'test_dataloader.num_workers=0',
-            'test_dataloader.persistent_workers=False', 'test_dataloader.dataset.indices=64',
-            'test_dataloader.batch_size=64']
+    data = digits_test_options(digits_root, 'test_dataloader.dataset.indices=64', 'test_dataloader.batch_size=64')
     top1 = {}
     for flags in ([], ['--compile']):
         run = run_tool('tools/test.py', DEMO_NAME, checkpoint, *flags, '--work-dir', str(tmp_path / str(len(top1))),

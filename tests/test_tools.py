@@ -9,7 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import free_port, load_tool, run_tool, run_tool_in_process, tiny_cls_config
+from helpers import digits_test_options, free_port, load_tool, run_tool, run_tool_in_process, tiny_cls_config
 
 DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
 
@@ -54,8 +54,7 @@ def test_test_evaluates_the_checkpoint_from_path_and_url(trained_demo, digits_ro
 
     import vitzoo
     _, checkpoint = trained_demo
-    data = [f'test_dataloader.dataset.data_root={digits_root}', 'test_dataloader.num_workers=0',
-            'test_dataloader.persistent_workers=False']
+    data = digits_test_options(digits_root)
     local = run_tool('tools/test.py', DEMO, checkpoint, '--work-dir', str(tmp_path / 'a'), '--out',
                      str(tmp_path / 'preds.pkl'), '--cfg-options', *data)
     assert re.search(rf'loaded (\d+) of \1 tensors from {re.escape(checkpoint)} \(vitzoo layout\)', local.stdout)

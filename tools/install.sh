@@ -39,13 +39,14 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 # pip's own failures stop the install (its "WARNING: Location" lines are noise and are dropped).
-pip_install() {
-    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+quiet_pip() {
+    if ! "$VENV/bin/python" -m pip "$1" --disable-pip-version-check -q "${@:2}" 2>&1 \
             | { grep -v "^WARNING: Location" || true; }; then
-        echo "[install] ERROR: pip install $* failed (its message is above)." >&2
+        echo "[install] ERROR: pip $* failed (its message is above)." >&2
         exit 1
     fi
 }
+pip_install() { quiet_pip install "$@"; }
 
 pip_install --upgrade pip setuptools wheel
 log "torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"
@@ -57,8 +58,7 @@ wheel=$(ls "$wheel_dir"/onedl_mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1
 if [ -z "$wheel" ]; then
     log "building onedl-mmcv $MMCV_VERSION with its ops (C++20); this takes about 20 minutes on 2 cores"
     build=$(mktemp -d)
-    "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
-        "onedl-mmcv==$MMCV_VERSION" -d "$build" 2>&1 | { grep -v "^WARNING: Location" || true; }
+    quiet_pip download --no-deps --no-binary :all: "onedl-mmcv==$MMCV_VERSION" -d "$build"
     tar xzf "$build"/onedl_mmcv-"$MMCV_VERSION".tar.gz -C "$build"
     # torch >= 2.10 headers need C++20; onedl-mmcv's setup.py asks for C++14/17.
     sed -i -E 's/-std=c\+\+1[47]/-std=c++20/g' "$build/onedl_mmcv-$MMCV_VERSION/setup.py"
