@@ -18,12 +18,24 @@ demo: install
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR) --resume
 	$(PY) tools/test.py $(DEMO_CONFIG) "$$(cat $(DEMO_WORK_DIR)/last_checkpoint)" --work-dir $(DEMO_WORK_DIR)
 
+# Kernel paths users meet (README "Tests"): the tests marked kernel_path (parity, contract, linear
+# kernels) run again under each. oneDNN and MKL read these variables when torch loads them.
+KERNEL_PATH_AVX2 := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+KERNEL_PATH_ATEN := VITZOO_ONEDNN_LINEAR=0
+KERNEL_PATH_ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+# The whole suite in a random order (pytest-randomly prints the seed), then the kernel_path tests
+# with oneDNN and MKL capped to AVX2.
 test: install
 	$(PY) -m pytest tests -m "not slow"
+	$(KERNEL_PATH_AVX2) $(PY) -m pytest tests -m "kernel_path and not slow"
 
-# Tests too slow for the 15-minute CI budget (documented in README.md).
+# Tests too slow for the 15-minute CI budget (documented in README.md), and the kernel_path tests
+# on ATen's kernels alone and on one thread.
 test-slow: install
 	$(PY) -m pytest tests -m slow
+	$(KERNEL_PATH_ATEN) $(PY) -m pytest tests -m kernel_path
+	$(KERNEL_PATH_ONE_THREAD) $(PY) -m pytest tests -m kernel_path
 
 # ruff (ruff.toml): pycodestyle, pyflakes and import order; CI runs it.
 lint: install

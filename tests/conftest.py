@@ -1,7 +1,10 @@
 import functools
 import http.server
+import os
 import os.path as osp
+import shutil
 import sys
+import tempfile
 import threading
 
 import pytest
@@ -13,6 +16,18 @@ sys.path.insert(0, osp.join(REPO, 'tests'))
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: longer than the 15-minute CI budget allows (make test-slow)')
+    config.addinivalue_line('markers', 'kernel_path: results depend on the CPU kernels that run (parity, contract); '
+                            'make test and make test-slow repeat them under other kernel paths (README "Tests")')
+    # One kernel cache for the whole run and the tools it starts (vitzoo.models.kernel_choice): measured
+    # afresh by every run, shared by its processes (which then pick the same kernels), and never the user's.
+    if 'VITZOO_KERNEL_CACHE' not in os.environ:
+        config._vitzoo_kernel_cache = os.environ['VITZOO_KERNEL_CACHE'] = tempfile.mkdtemp(prefix='vitzoo-kernels-')
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, '_vitzoo_kernel_cache', None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -28,9 +28,8 @@ from vitzoo.models.checkpoint import (
     read_checkpoint,
     unwrap_state_dict,
 )
-from vitzoo.models.layers import onednn_linear
 
-from helpers import REPO, free_port, run_tool, run_tool_in_process, tiny_cls_config
+from helpers import REPO, assert_parity, free_port, run_tool, run_tool_in_process, tiny_cls_config
 
 DEMO = 'configs/demo/twins-pcpvt-tiny_1xb64_digits.py'
 DEMO_NAME = 'twins-pcpvt-tiny_1xb64_digits'
@@ -260,18 +259,15 @@ def test_get_model_loads_strictly(demo_checkpoints, checkpoints):
     assert all(torch.equal(v, good[k]) for k, v in partial.state_dict().items() if not k.startswith('head.'))
 
 
+@pytest.mark.kernel_path
 def test_foreign_layout_is_converted_and_checked(tmp_path):
     """A timm-layout Twins state dict loads into vitzoo's model strictly, with its layout named."""
     reference = timm_demo_twins()
     model = vitzoo.get_model(DEMO_NAME)
     _, report = load_checkpoint_to_model(model, save(reference.state_dict(), tmp_path / 'timm_twins.pth'))
     assert report.layout == 'twins official/timm layout, converted' and report.fit.exact
-    x = torch.rand(2, 3, 32, 32)
-    # logits of ~36: 1e-5 is below float32's own error there (timm's fp32 forward is 1.6e-5 from float64),
-    # so the conversion is checked on ATen's kernels, which give timm's numbers exactly; oneDNN's linears
-    # are compared with ATen's in the contract suite
-    with torch.no_grad(), onednn_linear(False):
-        torch.testing.assert_close(model(x, mode='tensor'), reference(x), rtol=0, atol=1e-5)
+    assert_parity(model.eval(), lambda m, x: m(x, mode='tensor'), reference.eval(), lambda r, x: r(x),
+                  torch.rand(2, 3, 32, 32))
 
 
 # ---------------------------------------------------------------------------------- tools

@@ -1,15 +1,16 @@
 """The OpenMMLab backbone contract, tested on every row of tests/backbone_table.py.
 
-Every backbone must: return maps of the declared channels and strides at any input size (``describe_outputs`` and
-``out_channels`` tell them without a forward pass); give the same maps for any ``out_indices``
-subset, without running the stages after the last one asked for; freeze stages (no grads, eval
-mode); keep BatchNorms in eval mode with ``norm_eval``; recompute its blocks with ``with_cp`` (same
-outputs and gradients); give ATen's outputs and gradients with oneDNN linears; compile as one graph; follow its declared
-drop-path schedule; load every tensor of a vitzoo checkpoint through ``init_cfg``; refuse bad
-arguments with a ValueError or TypeError naming them; build from the mmpretrain, mmseg and mmdet
-scopes; and treat the images of a batch independently. The per-family test files keep what is
+Every backbone must: return maps of the declared channels and strides at any input size (``describe_outputs``
+and ``out_channels`` tell them without a forward pass); give the same maps for any ``out_indices`` subset,
+without running the stages after the last one asked for; freeze stages (no grads, eval mode); keep BatchNorms
+in eval mode with ``norm_eval``; recompute its blocks with ``with_cp`` (same outputs and gradients); give
+outputs and gradients as close to float64 as ATen's, with oneDNN and with the measured kernel choice; compile
+as one graph; follow its declared drop-path schedule; load every tensor of a vitzoo checkpoint through
+``init_cfg``; refuse bad arguments with a ValueError or TypeError naming them; build from the mmpretrain,
+mmseg and mmdet scopes; and treat the images of a batch independently. The per-family test files keep what is
 specific to a family.
 """
+import copy
 import importlib
 import inspect
 import re
@@ -20,16 +21,20 @@ import torch
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from vitzoo.models import PCPVT, SVT, DaViT, layers
+from vitzoo.models import LVT, PCPVT, SVT, DaViT
 from vitzoo.models.layers import DropPath
+from vitzoo.models.linear import kernel_counts, onednn_available, onednn_linear, reset_kernel_counts
 from vitzoo.registry import MODELS
 
 from backbone_table import BACKBONES, ROWS
-from helpers import randomize_, set_mask_padding
+from helpers import assert_within_float32_error, randomize_, set_mask_padding
 
 SIZES = [(224, 224), (225, 319), (97, 61)]
 each_row = pytest.mark.parametrize('row', ROWS, ids=[row.id for row in ROWS])
 each_backbone = pytest.mark.parametrize('backbone', BACKBONES, ids=[b.__name__ for b in BACKBONES])
+
+# every test here depends on which kernels run: make test repeats them on other kernel paths
+pytestmark = pytest.mark.kernel_path
 
 
 def build(row, **kwargs):
@@ -210,29 +215,37 @@ def test_with_cp_recomputes_the_blocks_with_equal_outputs_and_gradients(row):
     assert all(torch.allclose(grads_a[k], grads_b[k], rtol=1e-5, atol=1e-6) for k in grads_a)
 
 
+def outputs_and_gradients(model, x) -> list:
+    """A training step's outputs and every parameter's gradient, then the inference outputs (where
+    the MLPs fuse their GELU)."""
+    model.zero_grad()
+    outs = model.train()(x)
+    sum(o.square().mean() for o in outs).backward()
+    with torch.no_grad():
+        infer = model.eval()(x)
+    return [o.detach() for o in outs] + [p.grad.clone() for p in model.parameters()] + list(infer)
+
+
 @each_row
-@pytest.mark.skipif(not layers.use_onednn_linear(), reason='oneDNN linear not available or switched off')
-def test_onednn_linears_give_the_outputs_and_gradients_of_aten(row):
-    model = randomize_(build(row)).train()
+@pytest.mark.skipif(not onednn_available(), reason='PyTorch built without oneDNN')
+@pytest.mark.parametrize('mode', ['onednn', 'auto'])
+def test_linear_kernels_give_the_outputs_and_gradients_of_aten(row, mode):
+    """oneDNN everywhere, and the kernels chosen by measurement, are as close to float64 as ATen's
+    float32 (outputs and every gradient); every product ran on the kernel the mode says."""
+    model = randomize_(build(row))
     x = torch.randn(2, 3, 64, 40)
-    results = []
-    for onednn in (True, False):
-        with layers.onednn_linear(onednn):
-            model.zero_grad()
-            outs = model(x)
-            sum(o.square().mean() for o in outs).backward()
-            with torch.no_grad():  # the inference path (fused GELU) as well
-                infer = model.eval()(x)
-            model.train()
-        grads = {name: param.grad.clone() for name, param in model.named_parameters()}
-        results.append(([o.detach() for o in outs], list(infer), grads))
-    (outs_a, infer_a, grads_a), (outs_b, infer_b, grads_b) = results
-    for a, b in zip(outs_a + infer_a, outs_b + infer_b, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    for name in grads_a:  # relative to the largest gradient of the tensor: sums over many tokens
-        scale = grads_b[name].abs().max().item()
-        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=0, atol=2e-6 * scale + 1e-9,
-                                   msg=lambda m, name=name: f'{name}: {m}')
+    with onednn_linear(mode):
+        reset_kernel_counts()
+        ours = outputs_and_gradients(model, x)
+        counts = kernel_counts()
+    with onednn_linear('aten'):
+        reference = outputs_and_gradients(model, x)
+        reference64 = outputs_and_gradients(copy.deepcopy(model).double(), x.double())
+    assert_within_float32_error(ours, reference, reference64)
+    assert {product for product, _ in counts} == {'forward', 'forward_gelu', 'input_grad', 'weight_grad'} \
+        or row.backbone is LVT  # LVT's MLPs are convolutions
+    if mode == 'onednn':
+        assert all(kernel != 'aten' for _, kernel in counts)
 
 
 @each_row

@@ -15,20 +15,21 @@ from mmengine.config import Config
 from vitzoo.models import DaViT, convert_state_dict
 from vitzoo.models.backbones.davit import convert_davit
 from vitzoo.models.checkpoint import _CONVERTERS, detect_and_convert, strip_prefix
-from vitzoo.models.layers import WindowAttention
 from vitzoo.registry import MODELS
 
 from helpers import (
+    MISWIRINGS,
     assert_holds_every_tensor,
-    assert_outputs_close,
+    assert_parity,
+    assert_parity_catches_miswiring,
     build_uninitialised,
     fused_eager_gap,
     key_table,
     randomize_,
     run_tool,
+    run_with_reference_windows,
     set_mask_padding,
     tiny_cls_config,
-    window_attention_reference,
 )
 
 timm = pytest.importorskip('timm')
@@ -191,15 +192,19 @@ def test_params(variant):
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == params
 
 
+@pytest.mark.kernel_path
 def test_timm_parity(variant):
     _, _, model, ref = variant
-    x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
+
+    def ours(model, x):
         feats = features(model, x)
-        logits = model.head(model.neck(feats[-1:]))
-        final, ref_feats = ref.forward_intermediates(x)
-        ref_logits = ref.forward_head(final)
-    assert_outputs_close([logits, *feats], [ref_logits, *ref_feats])
+        return [model.head(model.neck(feats[-1:])), *feats]
+
+    def theirs(ref, x):
+        final, feats = ref.forward_intermediates(x)
+        return [ref.forward_head(final), *feats]
+
+    assert_parity(model, ours, ref, theirs, torch.randn(1, 3, 224, 224))
 
 
 def test_timm_layout_every_tensor(variant):
@@ -236,15 +241,24 @@ def small_pair():
     return model, ref
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize('size', [(225, 230), (97, 61), (32, 32)])
 def test_odd_sizes_match_the_official_network(small_pair, size):
     model, ref = small_pair
     x = torch.randn(1, 3, *size)
-    with torch.no_grad():
-        ours, theirs = model(x), ref.forward_intermediates(x, intermediates_only=True)
-    assert_outputs_close(ours, theirs)
+    assert_parity(model, lambda m, x: m(x), ref, lambda r, x: r.forward_intermediates(x, intermediates_only=True), x)
     if size == (225, 230):
-        assert [tuple(o.shape[2:]) for o in ours] == [(57, 58), (29, 29), (15, 15), (8, 8)]
+        with torch.no_grad():
+            assert [tuple(o.shape[2:]) for o in model(x)] == [(57, 58), (29, 29), (15, 15), (8, 8)]
+
+
+@pytest.mark.kernel_path
+@pytest.mark.parametrize('miswiring', MISWIRINGS)
+def test_parity_bound_catches_a_miswired_converter(small_pair, miswiring):
+    model, ref = small_pair
+    assert_parity_catches_miswiring(model, lambda m, x: m(x), ref,
+                                    lambda r, x: r.forward_intermediates(x, intermediates_only=True),
+                                    miswiring, torch.randn(1, 3, 97, 61))
 
 
 def test_fp64_parity_at_odd_size(small_pair):
@@ -255,6 +269,7 @@ def test_fp64_parity_at_odd_size(small_pair):
         assert all((a - b).abs().max() <= 1e-12 for a, b in pairs)
 
 
+@pytest.mark.kernel_path
 def test_matches_mmpretrain_implementation_only_with_its_two_deviations_fixed():
     """mmpretrain's own DaViT (every parameter randomised) with its own weights: vitzoo gives the
     official network's outputs, which equal mmpretrain's (logits and last map) once its stem padding
@@ -277,16 +292,19 @@ def test_matches_mmpretrain_implementation_only_with_its_two_deviations_fixed():
     model.eval().load_state_dict(mm.state_dict(), strict=True)
     x = torch.randn(1, 3, 224, 224)  # maps of 56, 28, 14, 7: mmpretrain shrinks windows on smaller maps
     with torch.no_grad():
-        ours = model(x, mode='tensor')
-        our_map = model.backbone(x)[-1]
         as_configured = mm(x, mode='tensor')
-        mm.backbone.patch_embed.adaptive_padding = None
-        mm.backbone.patch_embed.projection.padding = (3, 3)
-        norm3, mm.backbone.norm3 = mm.backbone.norm3, torch.nn.Identity()
+        assert (model(x, mode='tensor') - as_configured).abs().max() > 1e-3
+    mm.backbone.patch_embed.adaptive_padding = None
+    mm.backbone.patch_embed.projection.padding = (3, 3)
+    norm3, mm.backbone.norm3 = mm.backbone.norm3, torch.nn.Identity()
+    mm.add_module('official_head_norm', norm3)
+
+    def fixed(mm, x):
         mm_map = mm.backbone(x)[-1]
-        fixed = mm.head.fc(F.layer_norm(mm_map.mean((2, 3)), (128, ), norm3.weight, norm3.bias, norm3.eps))
-    assert_outputs_close([ours, our_map], [fixed, mm_map])
-    assert (ours - as_configured).abs().max() > 1e-3
+        norm = mm.official_head_norm
+        return [mm.head.fc(F.layer_norm(mm_map.mean((2, 3)), (128, ), norm.weight, norm.bias, norm.eps)), mm_map]
+
+    assert_parity(model, lambda m, x: [m(x, mode='tensor'), m.backbone(x)[-1]], mm, fixed, x)
 
 
 def test_official_dense_layout_via_init_cfg(tiny, tmp_path):
@@ -364,6 +382,7 @@ def small():
     return randomize_(DaViT(arch=SMALL_ARCH))
 
 
+@pytest.mark.kernel_path
 def test_fused_and_eager_attention_agree(small):
     small.eval()
     x = torch.randn(2, 3, 97, 61)  # windows pad in every stage
@@ -385,24 +404,19 @@ def test_channel_attention_operand_roles(small):
         assert (attn(x, (2, 5)) - expected).abs().max() <= 1e-6
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize('size', [(112, 60), (60, 112), (97, 61)], ids=['pad-right-only', 'pad-bottom-only', 'both'])
 @pytest.mark.parametrize('mask_padding', [False, True])
-def test_padded_windows_match_written_out_reference(small, monkeypatch, mask_padding, size):
+def test_padded_windows_match_written_out_reference(small, mask_padding, size):
     """DaViT with ``mask_padding`` == the same DaViT whose window attention runs the window-by-window
     reference with an explicit key mask; 112x60 pads only the right of the stage-1 map (28x15),
     60x112 only the bottom."""
     small.eval()
     set_mask_padding(small, mask_padding)
-    x = torch.randn(1, 3, *size)
     try:
-        with torch.no_grad():
-            ours = small(x)
-            monkeypatch.setattr(WindowAttention, 'forward',
-                                lambda attn, t, hw: window_attention_reference(attn, t, hw, attn.mask_padding))
-            theirs = small(x)
+        assert_parity(small, lambda m, x: m(x), small, run_with_reference_windows, torch.randn(1, 3, *size))
     finally:
         set_mask_padding(small, False)
-    assert_outputs_close(ours, theirs)
 
 
 def test_mask_padding_only_changes_padded_maps():

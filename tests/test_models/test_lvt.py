@@ -240,6 +240,7 @@ def test_blocks_match_reference(stage):
     assert (ours - (y + h)).abs().max() < 1e-12
 
 
+@pytest.mark.kernel_path
 def test_fused_and_eager_attention_agree(classifier):
     x = torch.randn(2, 3, 97, 75)
     assert fused_eager_gap(classifier, x) < 1e-5

@@ -18,9 +18,11 @@ from vitzoo.models.checkpoint import convert_state_dict, converter_cli, strip_pr
 from vitzoo.registry import MODELS
 
 from helpers import (
+    MISWIRINGS,
     REPO,
     assert_holds_every_tensor,
-    assert_outputs_close,
+    assert_parity,
+    assert_parity_catches_miswiring,
     build_uninitialised,
     fused_eager_gap,
     key_table,
@@ -114,19 +116,32 @@ def test_param_count(zoo, name):
     assert sum(p.numel() for p in model.parameters()) == VARIANTS[name][2]
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize('name', list(VARIANTS))
 def test_timm_parity(zoo, name):
     """Logits (class and distillation heads separately, and their average) and every stage map."""
     ref, model = zoo(name)
-    x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
+    distilled = VARIANTS[name][1]
+
+    def ours(model, x):
         feats, maps = model.backbone(x), model.backbone.forward_stages(x)[0]
-        final, ref_maps = ref.forward_intermediates(x)
-        ours, theirs = [model.head(feats), *maps], [ref.forward_head(final), *ref_maps]
-        if VARIANTS[name][1]:
-            ours += model.head.forward_logits(feats)
-            theirs += [ref.head(final[:, 0]), ref.head_dist(final[:, 1])]
-    assert_outputs_close(ours, theirs)
+        return [model.head(feats), *maps, *(model.head.forward_logits(feats) if distilled else [])]
+
+    def theirs(ref, x):
+        final, maps = ref.forward_intermediates(x)
+        return [ref.forward_head(final), *maps,
+                *([ref.head(final[:, 0]), ref.head_dist(final[:, 1])] if distilled else [])]
+
+    assert_parity(model, ours, ref, theirs, torch.randn(2, 3, 224, 224))
+
+
+@pytest.mark.kernel_path
+@pytest.mark.parametrize('miswiring', MISWIRINGS)
+def test_parity_bound_catches_a_miswired_converter(zoo, miswiring):
+    ref, model = zoo('pit_ti_distilled_224')
+    assert_parity_catches_miswiring(model, lambda m, x: m.backbone.forward_stages(x)[0] + [m(x, mode='tensor')],
+                                    ref, lambda r, x: r.forward_intermediates(x)[1] + [r(x)], miswiring,
+                                    torch.randn(1, 3, 224, 224))
 
 
 @pytest.mark.parametrize('name', list(VARIANTS))
@@ -261,6 +276,7 @@ def test_class_token_outputs_and_names():
         PiT(arch=TINY_ARCH, out_type='cls_token', out_indices=(0, 2))
 
 
+@pytest.mark.kernel_path
 def test_fused_and_eager_attention_agree(zoo):
     model = zoo('pit_xs_224')[1]
     x = torch.randn(1, 3, 224, 224)

@@ -3,7 +3,6 @@ randomised, every output compared), every tensor of the official/timm and mmpret
 odd input sizes against timm, padded-window masking against a written-out reference, the
 backbone contract."""
 import os.path as osp
-import re
 
 import pytest
 import torch
@@ -11,19 +10,21 @@ from mmengine.config import Config
 
 from vitzoo.models import PCPVT, SVT, convert_state_dict
 from vitzoo.models.checkpoint import strip_prefix
-from vitzoo.models.layers import WindowAttention
 from vitzoo.registry import MODELS
 
 from helpers import (
+    MISWIRINGS,
     assert_holds_every_tensor,
-    assert_outputs_close,
+    assert_parity,
+    assert_parity_catches_miswiring,
     build_uninitialised,
     fused_eager_gap,
     key_table,
+    official_twins_norm_eps_,
     randomize_,
+    run_with_reference_windows,
     set_mask_padding,
     synthetic_state_dict,
-    window_attention_reference,
 )
 
 timm = pytest.importorskip('timm')
@@ -84,6 +85,12 @@ def outputs(model, x) -> list:
     return [model.head(model.neck(maps)), *maps]
 
 
+def timm_outputs(ref, x) -> list:
+    """timm's logits and every stage's map, the last one with the classifier's norm."""
+    final, maps = ref.forward_intermediates(x, norm=True)
+    return [ref.forward_head(final), *maps]
+
+
 @pytest.fixture(scope='module', ids=[v[1] for v in VARIANTS],
                 params=[pytest.param(v, marks=pytest.mark.slow) if v[1].endswith('large') else v for v in VARIANTS])
 def variant(request):
@@ -98,15 +105,11 @@ def test_params(variant):
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == row[-1]
 
 
+@pytest.mark.kernel_path
 def test_timm_parity(variant):
     """Logits and all four maps (the last one with the classifier's norm) equal timm's."""
     _, model, ref = variant
-    x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        ours = outputs(model, x)
-        final, ref_maps = ref.forward_intermediates(x, norm=True)
-        theirs = [ref.forward_head(final), *ref_maps]
-    assert_outputs_close(ours, theirs)
+    assert_parity(model, outputs, ref, timm_outputs, torch.randn(1, 3, 224, 224))
 
 
 @pytest.mark.parametrize('row', VARIANTS, ids=[v[2] for v in VARIANTS])
@@ -125,6 +128,7 @@ def test_mmpretrain_layout_every_tensor(row):
     assert_holds_every_tensor(build_classifier(row[0], mmpretrain).state_dict(), mmpretrain, MMPRETRAIN_TO_VITZOO)
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize('mm_type', ['PCPVT', 'SVT'])
 def test_matches_mmpretrain_implementation(mm_type):
     """mmpretrain's own Twins (every parameter randomised) == vitzoo with its weights converted:
@@ -141,17 +145,15 @@ def test_matches_mmpretrain_implementation(mm_type):
                       norm_after_stage=[False, False, False, True], qkv_bias=True),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=1000, in_channels=512))).eval()
-    randomize_(mm)
-    for name, module in mm.named_modules():
-        if isinstance(module, torch.nn.LayerNorm):
-            module.eps = 1e-5 if re.search(r'patch_embeds\.\d\.norm$|\.attn\.norm$', name) else 1e-6
+    official_twins_norm_eps_(randomize_(mm))
     assert set(mm.state_dict()) == set(key_table('mmpretrain_classifier_shapes')[f'twins-{mm_type.lower()}-small'])
     model = build_classifier(f'twins-{mm_type.lower()}-small_8xb128_in1k.py', mm.state_dict())
-    x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        ours, mm_maps = outputs(model, x), mm.backbone(x)
-        theirs = [mm.head(mm.neck(mm_maps)), *mm_maps]
-    assert_outputs_close(ours, theirs)
+
+    def mm_outputs(mm, x):
+        maps = mm.backbone(x)
+        return [mm.head(mm.neck(maps)), *maps]
+
+    assert_parity(model, outputs, mm, mm_outputs, torch.randn(1, 3, 224, 224))
 
 
 # A narrow Twins with the published structure (patch 4/2/2/2, sub-sampling 8/4/2/1, 7x7 windows).
@@ -174,36 +176,42 @@ def tiny_pairs():
     return pairs
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize('size', [(225, 319), (97, 61), (112, 60)], ids=lambda s: f'{s[0]}x{s[1]}')
 @pytest.mark.parametrize('family', ['PCPVT', 'SVT'])
 def test_odd_sizes_match_timm(tiny_pairs, family, size):
     """Remainder pixels dropped, LSA windows zero-padded (one-sided at 112x60): every map equals timm's."""
     model, ref = tiny_pairs[family]
     x = torch.randn(1, 3, *size)
-    with torch.no_grad():
-        ours, theirs = model(x), ref.forward_intermediates(x, norm=True, intermediates_only=True)
-    assert_outputs_close(ours, theirs)
+    assert_parity(model, lambda m, x: m(x), ref,
+                  lambda r, x: r.forward_intermediates(x, norm=True, intermediates_only=True), x)
     expected = [(size[0] // s, size[1] // s) for s in (4, 8, 16, 32)]
-    assert [tuple(o.shape[2:]) for o in ours] == expected
+    with torch.no_grad():
+        assert [tuple(o.shape[2:]) for o in model(x)] == expected
 
 
+@pytest.mark.kernel_path
+@pytest.mark.parametrize('miswiring', MISWIRINGS)
+@pytest.mark.parametrize('family', ['PCPVT', 'SVT'])
+def test_parity_bound_catches_a_miswired_converter(tiny_pairs, family, miswiring):
+    model, ref = tiny_pairs[family]
+    assert_parity_catches_miswiring(model, lambda m, x: m(x), ref,
+                                    lambda r, x: r.forward_intermediates(x, norm=True, intermediates_only=True),
+                                    miswiring, torch.randn(1, 3, 97, 61))
+
+
+@pytest.mark.kernel_path
 @pytest.mark.parametrize('size', [(112, 60), (60, 112), (97, 61)], ids=['pad-right-only', 'pad-bottom-only', 'both'])
 @pytest.mark.parametrize('mask_padding', [False, True])
-def test_padded_windows_match_written_out_reference(tiny_pairs, monkeypatch, mask_padding, size):
+def test_padded_windows_match_written_out_reference(tiny_pairs, mask_padding, size):
     """SVT with ``mask_padding`` == the same SVT whose LSA runs the window-by-window reference with an
     explicit key mask; 112x60 pads only the right of the stage-1 map (28x15), 60x112 only the bottom."""
     model = tiny_pairs['SVT'][0]
     set_mask_padding(model, mask_padding)
-    x = torch.randn(1, 3, *size)
     try:
-        with torch.no_grad():
-            ours = model(x)
-            monkeypatch.setattr(WindowAttention, 'forward',
-                                lambda attn, t, hw: window_attention_reference(attn, t, hw, attn.mask_padding))
-            theirs = model(x)
+        assert_parity(model, lambda m, x: m(x), model, run_with_reference_windows, torch.randn(1, 3, *size))
     finally:
         set_mask_padding(model, False)
-    assert_outputs_close(ours, theirs)
 
 
 @pytest.fixture(scope='module')
@@ -212,6 +220,7 @@ def svt():
                          mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 2, 1], window_sizes=[7, 7, 7, 7]))
 
 
+@pytest.mark.kernel_path
 def test_fused_and_eager_attention_agree(svt):
     x = torch.randn(2, 3, 75, 101)  # maps of 18x25, 9x12, ...: LSA pads every stage
     svt.eval()

@@ -61,6 +61,8 @@ Timed iterations run with the thresholds a long-running process settles into (32
 activations.
 """
 import argparse
+import collections
+import contextlib
 import ctypes
 import datetime
 import gc
@@ -80,7 +82,8 @@ import torch.nn.functional as F
 
 from vitzoo.apis.model import build_model_from_cfg, load_config
 from vitzoo.apis.random_batch import random_batch
-from vitzoo.models import layers
+from vitzoo.models import kernel_choice
+from vitzoo.models.linear import kernel_counts, linear_mode, onednn_available, onednn_linear
 
 
 def parse_args(argv=None):
@@ -94,7 +97,9 @@ def parse_args(argv=None):
     parser.add_argument('--rounds', type=int, default=3, help='rounds (the models alternate within each)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s)')
-    parser.add_argument('--compare', choices=['timm'], help='also run timm\'s implementation of the variant')
+    parser.add_argument('--compare', nargs='+', choices=['timm', 'aten'], default=[],
+                        help='also time timm\'s implementation of the variant (timm), and/or the same vitzoo '
+                             'model with every linear product on ATen (aten), alternating in one process')
     parser.add_argument('--backend', choices=['torch', 'onnxruntime'], default='torch',
                         help='onnxruntime: also time the model exported to ONNX (inference, CPU)')
     parser.add_argument('--json', help='write the results to this JSON file')
@@ -116,7 +121,7 @@ def parse_args(argv=None):
         parser.error('--shape takes H or H W')
     if args.backend == 'onnxruntime':
         if args.compare:
-            parser.error('--backend onnxruntime and --compare timm each add a second model; choose one')
+            parser.error('--backend onnxruntime and --compare each add a second model; choose one')
         if args.device != 'cpu':
             parser.error('--backend onnxruntime runs on the CPU: pass --device cpu')
         if args.compile or args.with_cp_memory:
@@ -225,21 +230,30 @@ class Runner:
     """One model's inference and training step on fixed inputs.
 
     ``infer(x)`` runs the forward pass; ``loss(x)`` returns the scalar loss of a training step.
+    With ``linear_mode``, vitzoo's linear layers run in that mode (``aten``, ``onednn``, ``auto``)
+    during the runner's steps. ``kernels`` counts which kernel ran each linear product in the timed
+    steps (:func:`vitzoo.models.linear.kernel_counts`), per product and kernel.
     """
 
-    def __init__(self, label, module, infer, loss, device):
+    def __init__(self, label, module, infer, loss, device, linear_mode: Optional[str] = None):
         self.label, self.module, self._infer, self._loss = label, module, infer, loss
         self.optimizer = torch.optim.SGD(module.parameters(), lr=1e-4)
         self.device = device
+        self.linear_mode = linear_mode
+        self.kernels = collections.Counter()
+
+    def _linear_mode(self):
+        return onednn_linear(self.linear_mode) if self.linear_mode else contextlib.nullcontext()
 
     def infer(self, x):
-        with torch.inference_mode():
+        with torch.inference_mode(), self._linear_mode():
             self._infer(x)
 
     def train(self, x):
-        self.optimizer.zero_grad(set_to_none=True)
-        self._loss(x).backward()
-        self.optimizer.step()
+        with self._linear_mode():
+            self.optimizer.zero_grad(set_to_none=True)
+            self._loss(x).backward()
+            self.optimizer.step()
 
     def set_mode(self, mode):
         self.module.train(mode == 'train')
@@ -308,15 +322,11 @@ def check_outputs(vitzoo_model, timm_model, x) -> float:
 
 
 def machine_info() -> dict:
-    """CPU model, core count, torch threads and library versions of this process."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
-    except OSError:
-        pass
-    info = dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                python=platform.python_version())
+    """CPU model, ISA flags and ISA caps of the environment, core count, torch threads and library versions."""
+    signature = kernel_choice.cpu_signature()
+    info = dict(cpu=signature.get('model_name', platform.processor() or platform.machine()),
+                cpu_signature=signature, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                torch=torch.__version__, python=platform.python_version())
     try:
         import timm
         info['timm'] = timm.__version__
@@ -332,7 +342,7 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> dict:
     kernel (the one vitzoo's linear layers use) on a square n x n product, median of ``repeats``."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     kernels = {'torch.mm': lambda: torch.mm(a, b)}
-    if device.type == 'cpu' and layers._ONEDNN_LINEAR_AVAILABLE:
+    if device.type == 'cpu' and onednn_available():
         b_t = b.t().contiguous()
         kernels['oneDNN'] = lambda: torch.ops.mkldnn._linear_pointwise(a, b_t, None, 'none', [], '')
     by_kernel = {}
@@ -368,7 +378,7 @@ def main(argv=None):
                                  *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
                date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                machine=machine_info(), matmul_peak=matmul_peak(device, args.matmul_size),
-               onednn_linear=layers.use_onednn_linear())
+               linear_mode=linear_mode(), kernel_cache=kernel_choice.cache_path())
     peak = run['matmul_peak']
     print(f'fp32 matmul peak ({args.matmul_size}x{args.matmul_size}, {device.type}, {torch.get_num_threads()} '
           f'threads): {peak["gflop_per_s"]:.1f} GFLOP/s ({peak["kernel"]}; '
@@ -558,7 +568,11 @@ def benchmark(model_name: str, args, device: torch.device, mallopt_ok: bool, sha
                   batch_size=args.batch_size, shape=[h, w], device=str(device),
                   warmup=args.warmup, iters=args.iters, rounds=args.rounds,
                   flops_per_image=dict(vitzoo=runners[0].flops))
-    if args.compare == 'timm':
+    if 'aten' in args.compare:
+        runners.append(Runner(f'vitzoo {name}, linear on ATen', model, forward, loss, device, linear_mode='aten'))
+        runners[-1].key = 'vitzoo_aten'
+        runners[-1].flops = runners[0].flops
+    if 'timm' in args.compare:
         tname, why = timm_name(cfg)
         if tname is None:
             print(f'--compare timm: {why}; timing vitzoo alone')
@@ -608,15 +622,18 @@ def benchmark(model_name: str, args, device: torch.device, mallopt_ok: bool, sha
                 step(x)
             runner.peak = peak.peak
             runner.times = []
+            runner.kernels.clear()
         for _ in range(args.rounds):
             for runner in runners:
                 step = getattr(runner, mode)
+                counts_before = collections.Counter(kernel_counts())
                 _sync(device)
                 start = time.perf_counter()
                 for _ in range(args.iters):
                     step(x)
                 _sync(device)
                 runner.times.append(time.perf_counter() - start)
+                runner.kernels.update(collections.Counter(kernel_counts()) - counts_before)
         print(f'{mode}:')
         print(f'  {"model":<52} {"img/s":>9} {mem_label:>22} {"GFLOP/s":>8} {"of peak":>8}')
         row = dict(mode=mode)
@@ -625,6 +642,9 @@ def benchmark(model_name: str, args, device: torch.device, mallopt_ok: bool, sha
             key = getattr(runner, 'key', 'vitzoo')
             entry = row[key] = dict(model=runner.label, img_per_s=throughput, peak_mem_bytes=runner.peak,
                                     img_per_s_rounds=[args.batch_size * args.iters / t for t in runner.times])
+            if key.startswith('vitzoo'):  # what ran, counted from the timed calls
+                entry['linear_kernels'] = {f'{product}/{kernel}': calls
+                                           for (product, kernel), calls in sorted(runner.kernels.items())}
             line = f'  {runner.label:<52} {throughput:>9.2f} '
             line += f'{runner.peak / 2**20:>22.1f}' if runner.peak is not None else f'{"n/a":>22}'
             if runner.flops:
@@ -637,6 +657,15 @@ def benchmark(model_name: str, args, device: torch.device, mallopt_ok: bool, sha
                 entry['compile_s'] = runner.first_call_s
                 line += f'  (first call, compiling: {runner.first_call_s:.1f} s)'
             print(line)
+        if 'vitzoo_aten' in row:
+            row['kernel_gain'] = row['vitzoo']['img_per_s'] / row['vitzoo_aten']['img_per_s']
+            line = f'  vitzoo with its kernel choice / with ATen kernels ({mode}): {row["kernel_gain"]:.2f}x img/s'
+            if 'timm' in row:
+                row['aten_ratio'] = row['vitzoo_aten']['img_per_s'] / row['timm']['img_per_s']
+                line += f'; vitzoo on ATen / timm: {row["aten_ratio"]:.2f}x'
+            print(line)
+        onednn_share = sum(c for k, c in row['vitzoo']['linear_kernels'].items() if not k.endswith('/aten'))
+        print(f'  vitzoo linear products on oneDNN: {onednn_share} of {sum(row["vitzoo"]["linear_kernels"].values())}')
         other = next((k for k in ('timm', 'onnxruntime') if k in row), None)
         if other:
             row['ratio'] = row['vitzoo']['img_per_s'] / row[other]['img_per_s']

@@ -7,24 +7,25 @@ reference implementation. The default comes from the environment variable
 Windowed attention is always reshaped to 4-D ``(batch * windows, heads, tokens, head_dim)``
 before the call: PyTorch's fused kernels reject 5-D inputs and silently fall back.
 
-Linear layers are :class:`Linear` (an ``nn.Linear`` with the same parameters and state-dict
-keys): on CPU in fp32 they run their matrix products through oneDNN instead of ATen's BLAS
-call (see :func:`linear`); ``VITZOO_ONEDNN_LINEAR=0`` or :func:`set_onednn_linear` turns
-that off.
+Linear layers are :class:`~vitzoo.models.linear.Linear` (an ``nn.Linear`` with the same parameters
+and state-dict keys) whose CPU fp32 products run on the kernel measured faster on the machine,
+oneDNN's or ATen's (:mod:`vitzoo.models.linear`); ``VITZOO_ONEDNN_LINEAR`` or
+:func:`set_onednn_linear` sets how.
 
 Sizes are written so that ``torch.export`` keeps them symbolic (``vitzoo.deploy``): steps that
 depend on a size (padding, cropping, resizing) are skipped only where :func:`known_zero` proves
 them no-ops, which eager ints always decide; under export they stay in the graph for any size.
 """
-import contextlib
 import functools
 import os
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+from .linear import Linear, linear, onednn_linear, set_onednn_linear, use_onednn_linear
 
 __all__ = [
     'linear', 'Linear', 'use_onednn_linear', 'set_onednn_linear', 'onednn_linear',
@@ -37,178 +38,6 @@ __all__ = [
 Size = Tuple[int, int]
 
 _USE_FUSED_ATTN = os.environ.get('VITZOO_FUSED_ATTN', '1') != '0'
-_ONEDNN_LINEAR_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
-_USE_ONEDNN_LINEAR = _ONEDNN_LINEAR_AVAILABLE and os.environ.get('VITZOO_ONEDNN_LINEAR', '1') != '0'
-
-
-def use_onednn_linear() -> bool:
-    """Whether :func:`linear` runs CPU fp32 products through oneDNN."""
-    return _USE_ONEDNN_LINEAR
-
-
-def set_onednn_linear(enabled: bool) -> bool:
-    """Switch :func:`linear` between oneDNN and ATen for the whole process; returns the old setting.
-
-    Raises:
-        RuntimeError: ``enabled`` is True but this PyTorch build has no oneDNN linear kernel.
-    """
-    global _USE_ONEDNN_LINEAR
-    if enabled and not _ONEDNN_LINEAR_AVAILABLE:
-        raise RuntimeError('this PyTorch build has no oneDNN (mkldnn) linear kernel; '
-                           'only set_onednn_linear(False) is possible')
-    previous, _USE_ONEDNN_LINEAR = _USE_ONEDNN_LINEAR, bool(enabled)
-    return previous
-
-
-@contextlib.contextmanager
-def onednn_linear(enabled: bool) -> Iterator[None]:
-    """:func:`set_onednn_linear` for a ``with`` block, restored afterwards."""
-    previous = set_onednn_linear(enabled)
-    try:
-        yield
-    finally:
-        set_onednn_linear(previous)
-
-
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
-
-
-def _onednn_weight_grad(grad_2d: torch.Tensor, x_2d: torch.Tensor) -> torch.Tensor:
-    """``grad_2d^T @ x_2d``: (M, N) and (M, K) -> (N, K), a reduction over the M tokens.
-
-    Measured on the token-by-channel shapes of these backbones: oneDNN is 1.2-2x ATen's ``mm``
-    when the operand it takes as the weight has the larger of N and K as its rows and N, K are
-    both >= 128, or >= 96 and twice apart; for narrower products (64 or 96 square) it is slower,
-    and so is every other operand order. Operands are made contiguous first: a zero-stride
-    gradient (``out.sum().backward()``) made oneDNN's kernel 500x slower.
-    """
-    grad_2d, x_2d = grad_2d.contiguous(), x_2d.contiguous()
-    narrow, wide = sorted((grad_2d.shape[1], x_2d.shape[1]))
-    if not (narrow >= 128 or (narrow >= 96 and wide >= 2 * narrow)):
-        return grad_2d.t().mm(x_2d)
-    if grad_2d.shape[1] >= x_2d.shape[1]:
-        return _onednn_linear(x_2d.t(), grad_2d.t(), None).t().contiguous()
-    return _onednn_linear(grad_2d.t(), x_2d.t(), None)
-
-
-def _onednn_linear_setup(ctx, inputs, output) -> None:
-    x, weight, bias = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.has_bias = bias is not None
-
-
-def _onednn_linear_grads(ctx, grad_out: torch.Tensor, linear_fn: Callable, weight_grad_fn: Callable):
-    """The gradients of ``x @ weight^T + bias`` for the inputs that need one (``x`` and ``weight``
-    saved by :func:`_onednn_linear_setup`), with ``linear_fn`` and ``weight_grad_fn`` for the products."""
-    x, weight = ctx.saved_tensors
-    grad_x = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_x = linear_fn(grad_out, weight.t(), None)
-    grad_2d = grad_out.reshape(-1, grad_out.shape[-1])
-    if ctx.needs_input_grad[1]:
-        grad_weight = weight_grad_fn(grad_2d, x.reshape(-1, x.shape[-1]))
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = grad_2d.sum(0)
-    return grad_x, grad_weight, grad_bias
-
-
-class _OneDNNLinearFunction(torch.autograd.Function):
-    """``x @ weight^T + bias`` with oneDNN for the forward product and the gradients (eager).
-
-    oneDNN's op has no autograd formula of its own (PyTorch would silently return no gradient),
-    so the gradients are written here, with oneDNN as well.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        _onednn_linear_setup(ctx, (x, weight, bias), None)
-        return _onednn_linear(x, weight, bias)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        return _onednn_linear_grads(ctx, grad_out, _onednn_linear, _onednn_weight_grad)
-
-
-# The same products as PyTorch operators, for torch.compile: inductor calls them as external kernels
-# (it would otherwise lower F.linear to the MKL sgemm again) and fuses the element-wise work around them.
-@torch.library.custom_op('vitzoo::onednn_linear', mutates_args=())
-def _onednn_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    return _onednn_linear(x, weight, bias)
-
-
-@_onednn_linear_op.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    return x.new_empty((*x.shape[:-1], weight.shape[0]))
-
-
-@torch.library.custom_op('vitzoo::onednn_weight_grad', mutates_args=())
-def _onednn_weight_grad_op(grad_2d: torch.Tensor, x_2d: torch.Tensor) -> torch.Tensor:
-    return _onednn_weight_grad(grad_2d, x_2d)
-
-
-@_onednn_weight_grad_op.register_fake
-def _(grad_2d: torch.Tensor, x_2d: torch.Tensor) -> torch.Tensor:
-    return grad_2d.new_empty((grad_2d.shape[1], x_2d.shape[1]))
-
-
-def _onednn_linear_backward(ctx, grad_out: torch.Tensor):
-    return _onednn_linear_grads(ctx, grad_out, _onednn_linear_op, _onednn_weight_grad_op)
-
-
-_onednn_linear_op.register_autograd(_onednn_linear_backward, setup_context=_onednn_linear_setup)
-
-_PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
-
-
-def _onednn_applies(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
-    return (_USE_ONEDNN_LINEAR and x.device.type == 'cpu' and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
-            and x.dim() >= 2 and x.numel() > 0 and not torch.is_autocast_enabled('cpu'))
-
-
-def linear(x: torch.Tensor,
-           weight: torch.Tensor,
-           bias: Optional[torch.Tensor] = None,
-           gelu: bool = False) -> torch.Tensor:
-    """``F.linear`` (then ``F.gelu`` with ``gelu=True``), run through oneDNN for eager CPU fp32 tensors.
-
-    PyTorch sends fp32 ``F.linear`` on CPU to MKL's sgemm, which on AMD processors takes a
-    generic code path: on the AVX-512 EPYC of vitzoo's benchmarks oneDNN's kernel is about 2x
-    faster for the token-by-channel products of these backbones, with fp32 accumulation (no
-    reduced precision). Everything else keeps ``F.linear``: other devices and dtypes, autocast,
-    ``torch.export``/tracing (an exported file must hold the standard op) and tensor subclasses or
-    dispatch modes (which must see an ``aten`` op, e.g. the FLOP counter), and
-    ``use_onednn_linear() == False``. Under ``torch.compile`` the products are the operators
-    ``vitzoo::onednn_linear`` and ``vitzoo::onednn_weight_grad``. Eager without autograd, the
-    (exact, erf) GELU runs inside oneDNN's kernel instead of as a second pass over memory.
-    """
-    if torch.compiler.is_compiling():
-        if not torch.compiler.is_exporting() and _onednn_applies(x, weight, bias):
-            out = _onednn_linear_op(x, weight, bias)
-        else:
-            out = F.linear(x, weight, bias)
-        return F.gelu(out) if gelu else out
-    if (not torch.jit.is_tracing() and not torch.jit.is_scripting() and torch._C._len_torch_dispatch_stack() == 0
-            and type(x) in _PLAIN_TENSORS and type(weight) in _PLAIN_TENSORS and _onednn_applies(x, weight, bias)):
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                        or (bias is not None and bias.requires_grad)):
-            out = _OneDNNLinearFunction.apply(x, weight, bias)
-        elif gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'gelu', [], 'none')
-        else:
-            out = _onednn_linear(x, weight, bias)
-    else:
-        out = F.linear(x, weight, bias)
-    return F.gelu(out) if gelu else out
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, init and state-dict keys) whose forward is :func:`linear`."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
 
 
 def use_fused_attn() -> bool:
