@@ -9,6 +9,7 @@ Runner takes about a second) except one subprocess run per tool checking the exi
 import glob
 import os.path as osp
 import pathlib
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -305,6 +306,19 @@ def test_tools_refuse_unreadable_checkpoints(checkpoints, tiny_config, kind, mon
         run_tool_in_process(monkeypatch, 'train', tiny_config, '--work-dir', tmp_path / 'train',
                        '--cfg-options', f'load_from={path}')
     assert not glob.glob(str(tmp_path / 'train' / '*.pth'))
+
+
+def test_two_runs_of_one_config_in_one_second_keep_their_own_work_dirs(demo_checkpoints, tiny_config, monkeypatch,
+                                                                       tmp_path):
+    """MMEngine names a run's visualizer after the config and the second: without vitzoo's run names the
+    second run would get the first one's visualizer and write its config into the first work dir."""
+    _, paths = demo_checkpoints
+    fixed = time.localtime()
+    monkeypatch.setattr(time, 'localtime', lambda *args: fixed)
+    for run in ('first', 'second'):
+        run_tool_in_process(monkeypatch, 'test', tiny_config, paths['good'], '--work-dir', tmp_path / run)
+    for run in ('first', 'second'):
+        assert len(glob.glob(str(tmp_path / run / '*' / 'vis_data' / 'config.py'))) == 1, run
 
 
 def test_test_tool_partial_loads_and_counts(demo_checkpoints, tiny_config, monkeypatch, tmp_path, capsys):

@@ -138,3 +138,18 @@ def test_auto_runs_the_kernels_written_in_the_cache(cache):
     with onednn_linear('auto'):
         linear(x, weight).sum().backward()
     assert kernel_counts() == {('forward', 'onednn'): 1, ('input_grad', ATEN): 1, ('weight_grad', ATEN): 1}
+
+
+def test_the_cache_file_is_fixed_for_the_process_once_read(cache, tmp_path, monkeypatch):
+    """A kernel that ran stays the process's choice: changing VITZOO_KERNEL_CACHE later neither drops the
+    choices in use (a product would be measured, and might switch kernels, mid-run) nor splits them
+    over two files."""
+    monkeypatch.setattr(kernel_choice, 'measure', lambda candidates: {ATEN: 1.0, 'onednn': 0.5})
+    assert choose('forward', 10, (8, 8), lambda: {}) == 'onednn'
+    first_file = cache_path()
+    monkeypatch.setenv('VITZOO_KERNEL_CACHE', str(tmp_path / 'elsewhere'))
+    monkeypatch.setattr(kernel_choice, 'measure', lambda candidates: 1 / 0)
+    assert choose('forward', 10, (8, 8), lambda: {}) == 'onednn'
+    monkeypatch.setattr(kernel_choice, 'measure', lambda candidates: {ATEN: 1.0, 'onednn': 2.0})
+    assert choose('input_grad', 10, (8, 8), lambda: {}) == ATEN
+    assert len(json.load(open(first_file))['choices']) == 2 and not osp.exists(tmp_path / 'elsewhere')

@@ -14,7 +14,9 @@
   keys. ``load_partial = True`` in the config (``--partial`` of the tools) loads only what fits
   from ``load_from`` and logs what was left out; a resumed run always matches its checkpoint.
 """
+import itertools
 import os
+import os.path as osp
 from typing import Type
 
 import torch
@@ -103,10 +105,23 @@ def strict_runner_class(runner_class: Type[Runner]) -> Type[Runner]:
     return type(f'Strict{runner_class.__name__}', (StrictCheckpointLoading, runner_class), {})
 
 
+_runners_built = itertools.count()
+
+
 def build_runner(cfg: Config, launcher: str) -> Runner:
     """The Runner of ``cfg`` (or of its ``runner_type``), loading checkpoints strictly, after
-    :func:`prepare_runtime`."""
+    :func:`prepare_runtime`.
+
+    MMEngine names a run's visualizer and logger ``<config name>_<timestamp>`` and hands back the
+    existing instance of that name: a second run of the same config in the same process and the same
+    second would write its logs and config into the first run's work dir. Every run after the first
+    in a process is therefore named ``<config name>_run<n>`` (unless the config sets
+    ``experiment_name``).
+    """
     cfg = prepare_runtime(cfg, launcher)
+    number = next(_runners_built)
+    if number and cfg.get('experiment_name') is None:
+        cfg.experiment_name = f'{osp.splitext(osp.basename(cfg.filename or "run"))[0]}_run{number}'
     runner_class = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg else Runner
     if runner_class is None:
         raise ValueError(f'runner_type {cfg.runner_type!r} is not a registered Runner')

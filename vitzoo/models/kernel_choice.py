@@ -91,14 +91,15 @@ def _read(path: str) -> Dict[str, dict]:
         return {}
 
 
-def _load() -> None:
-    """Read the cache file of this process's signature once (again after the signature changed)."""
+def _load() -> str:
+    """The process's cache file, read once: a kernel that ran stays this process's choice, whatever
+    the environment says later. Returns its path."""
     global _loaded_from
-    path = cache_path()
-    if _loaded_from != path:
-        _choices.clear()
+    if _loaded_from is None:
+        path = cache_path()
         _choices.update({key: entry['kernel'] for key, entry in _read(path).items()})
         _loaded_from = path
+    return _loaded_from
 
 
 def known_choices() -> Dict[str, str]:
@@ -108,7 +109,7 @@ def known_choices() -> Dict[str, str]:
 
 
 def forget_choices() -> None:
-    """Drop the choices held in memory (the cache file stays); the next product reads the file again."""
+    """Drop the choices held in memory; the next product reads the cache file (``VITZOO_KERNEL_CACHE``) again."""
     global _loaded_from
     _choices.clear()
     _loaded_from = None
@@ -117,7 +118,7 @@ def forget_choices() -> None:
 def _persist(key: str, kernel: str, seconds: Mapping[str, float]) -> str:
     """Add ``key`` to the cache file unless another process got there first; returns the kernel to use."""
     global _warned_unwritable
-    path = cache_path()
+    path = _load()
     try:
         os.makedirs(osp.dirname(path), exist_ok=True)
         with FileLock(path + '.lock', timeout=60):
