@@ -103,22 +103,30 @@ def test_pos_conv_is_residual_depthwise_conv():
 
 
 @pytest.mark.skipif(not onednn_available(), reason='PyTorch built without oneDNN')
-def test_mlp_fuses_gelu_only_where_nothing_can_tell():
+def test_mlp_fuses_only_where_nothing_can_tell():
     torch.manual_seed(0)
     mlp = randomize_(Mlp(8, 16)).eval()
     x = torch.randn(2, 5, 8)
+    expected = F.linear(F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias)
     with torch.no_grad(), onednn_linear(True):
-        expected = F.linear(F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias)
-        assert mlp.fuse_gelu
+        assert mlp.fused
         reset_kernel_counts()
         torch.testing.assert_close(mlp(x), expected, rtol=1e-5, atol=1e-6)
         assert kernel_counts() == {('forward_gelu', 'onednn'): 1, ('forward', 'onednn'): 1}
-        seen = []
-        mlp.fc1.register_forward_hook(lambda module, args, out: seen.append(out))
-        assert not mlp.fuse_gelu
-        mlp(x)
-        assert len(seen) == 1
-        mlp.fc1 = nn.Sequential(mlp.fc1)  # a wrapped fc1 (an adapter) keeps its own call
-        assert not mlp.fuse_gelu
-        mlp.act = nn.GELU(approximate='tanh')
-        assert not mlp.fuse_gelu
+    mlp.train()
+    assert type(mlp(x).grad_fn).__name__ == '_MlpFunctionBackward'  # one autograd node
+    mlp.drop.p = 0.1  # active dropout: the modules run one by one
+    assert not mlp.fused and type(mlp(x).grad_fn).__name__ != '_MlpFunctionBackward'
+    mlp.drop.p = 0.
+    seen = []
+    mlp.fc2.register_forward_hook(lambda module, args, out: seen.append(out))
+    assert not mlp.fused
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), expected, rtol=1e-5, atol=1e-6)
+    assert len(seen) == 1
+    mlp.fc2._forward_hooks.clear()
+    mlp.fc1 = nn.Sequential(mlp.fc1)  # a wrapped fc1 (an adapter) keeps its own call
+    assert not mlp.fused
+    mlp.fc1 = mlp.fc1[0]
+    mlp.act = nn.GELU(approximate='tanh')
+    assert not mlp.fused

@@ -32,9 +32,9 @@ def counting(kernels: dict, calls: list) -> dict:
 
 def test_pick_keeps_aten_unless_clearly_slower():
     assert pick({ATEN: 1.0, 'onednn': 0.5}) == 'onednn'
-    assert pick({ATEN: 1.0, 'onednn': 1 - MARGIN / 2}) == ATEN  # within the margin: ATen
+    assert pick({ATEN: 1.0, "onednn": 1 - MARGIN / 2}) == ATEN  # within the margin: ATen
     assert pick({ATEN: 1.0, 'onednn': 1.2}) == ATEN
-    assert pick({ATEN: 1.0, 'onednn-nk': 0.9, 'onednn-kn': 0.6}) == 'onednn-kn'
+    assert pick({ATEN: 1.0, 'onednn-nk': 0.95, 'onednn-kn': 0.6}) == 'onednn-kn'
 
 
 def test_a_choice_is_measured_once_written_before_use_and_read_by_the_next_process(cache, monkeypatch):

@@ -12,6 +12,7 @@ from vitzoo.models.linear import (
     kernel_counts,
     linear,
     linear_mode,
+    mlp,
     onednn_available,
     onednn_linear,
     reset_kernel_counts,
@@ -102,6 +103,35 @@ def test_kernel_counts_are_what_ran(mode):
         assert seen == 0
     elif mode == 'onednn':
         assert seen == 4
+
+
+@pytest.mark.parametrize('mode', ['onednn', 'auto', 'aten'])
+@pytest.mark.parametrize('trainable', ['all', 'input', 'weights'])
+@pytest.mark.parametrize('contiguous', [True, False])
+def test_mlp_values_and_gradients_match_float64_aten(mode, trainable, contiguous):
+    """``mlp``: one autograd node (the GELU gradient written in place) with the gradients of float64
+    ``fc2(gelu(fc1(x)))`` for every input asked for, in every mode, for any gradient layout."""
+    if mode != 'aten' and not onednn_available():
+        pytest.skip('PyTorch built without oneDNN')
+    torch.manual_seed(0)
+    x = torch.randn(3, 37, 96)
+    params = [torch.randn(384, 96) / 96**0.5, torch.randn(384) * 0.1, torch.randn(96, 384) / 384**0.5,
+              torch.randn(96) * 0.1]
+    grad_out = torch.randn(3, 37, 96) if contiguous else torch.randn(96).expand(3, 37, 96)
+    leaves = [t.double().requires_grad_() for t in (x, *params)]
+    expected = F.linear(F.gelu(F.linear(*leaves[:3])), *leaves[3:])
+    expected.backward(grad_out.double())
+    inputs = [t.clone().requires_grad_(trainable == 'all' or (trainable == 'input') == (i == 0))
+              for i, t in enumerate((x, *params))]
+    with onednn_linear(mode):
+        out = mlp(*inputs)
+        assert type(out.grad_fn).__name__ == '_MlpFunctionBackward'
+        out.backward(grad_out)
+    torch.testing.assert_close(out.detach().double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    for tensor, leaf in zip(inputs, leaves, strict=True):
+        assert (tensor.grad is not None) == tensor.requires_grad
+        if tensor.requires_grad:
+            torch.testing.assert_close(tensor.grad.double(), leaf.grad, rtol=1e-5, atol=1e-5)
 
 
 @needs_onednn

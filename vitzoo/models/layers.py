@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from .linear import Linear, linear, onednn_linear, set_onednn_linear, use_onednn_linear
+from .linear import Linear, linear, mlp, onednn_linear, set_onednn_linear, use_onednn_linear
 
 __all__ = [
     'linear', 'Linear', 'use_onednn_linear', 'set_onednn_linear', 'onednn_linear',
-    'use_fused_attn', 'set_fused_attn', 'scaled_dot_product_attention', 'drop_path', 'DropPath',
+    'use_fused_attn', 'set_fused_attn', 'scaled_dot_product_attention', 'drop_path', 'add_drop_path', 'DropPath',
     'Mlp', 'ConvMlp', 'PatchEmbed', 'PosConv', 'Attention', 'SpatialReductionAttention',
     'WindowAttention', 'window_partition', 'window_reverse', 'pad_to_multiple', 'to_2tuple',
     'nlc_to_nchw', 'nchw_to_nlc', 'Block', 'known_zero'
@@ -91,10 +91,24 @@ def drop_path(x: torch.Tensor, drop_prob: float = 0., training: bool = False) ->
         return x
     if drop_prob == 1.:
         return torch.zeros_like(x)
+    return x * _keep_mask(x, drop_prob)
+
+
+def _keep_mask(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Per-sample ``1 / keep_prob`` or 0, shaped to broadcast over ``x``."""
     keep_prob = 1 - drop_prob
     shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
-    mask = x.new_empty(shape).bernoulli_(keep_prob)
-    return x * mask / keep_prob
+    return x.new_empty(shape).bernoulli_(keep_prob).div_(keep_prob)
+
+
+def add_drop_path(residual: torch.Tensor, x: torch.Tensor, drop_prob: float = 0.,
+                  training: bool = False) -> torch.Tensor:
+    """``residual + drop_path(x)``, in one pass over memory (``addcmul``) when samples are dropped."""
+    if drop_prob == 0. or not training:
+        return residual + x
+    if drop_prob == 1.:
+        return residual + torch.zeros_like(x)
+    return torch.addcmul(residual, x, _keep_mask(x, drop_prob))
 
 
 class DropPath(nn.Module):
@@ -106,6 +120,10 @@ class DropPath(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path(x, self.drop_prob, self.training)
+
+    def add(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``residual + self(x)`` in one pass (:func:`add_drop_path`)."""
+        return add_drop_path(residual, x, self.drop_prob, self.training)
 
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob:.3f}'
@@ -154,21 +172,22 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor, size: Optional[Size] = None) -> torch.Tensor:
         """(B, N, C) tokens -> (B, N, out_features); ``size`` (the token grid) is not needed."""
-        if self.fuse_gelu:
-            x = linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
-        else:
-            x = self.act(self.fc1(x))
-        return self.drop(self.fc2(self.drop(x)))
+        if self.fused:
+            return mlp(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
     @property
-    def fuse_gelu(self) -> bool:
-        """Whether ``fc1`` and the activation run as one :func:`linear` call.
+    def fused(self) -> bool:
+        """Whether the MLP runs as one :func:`~vitzoo.models.linear.mlp` call (GELU in place or inside
+        oneDNN's kernel without autograd, one autograd node with it).
 
-        Only for the plain modules built here (an exact GELU, a :class:`Linear` ``fc1``) without
-        hooks: a replaced ``fc1`` (an adapter, a quantised layer) or a hook must still see its call.
+        Only for the plain modules built here (an exact GELU, :class:`Linear` layers, no active dropout)
+        without hooks: a replaced layer (an adapter, a quantised layer) or a hook must still see its call.
         """
         return (type(self.act) is nn.GELU and self.act.approximate == 'none' and type(self.fc1) is Linear
-                and not any(m._forward_hooks or m._forward_pre_hooks for m in (self.fc1, self.act)))
+                and type(self.fc2) is Linear and (self.drop.p == 0 or not self.training)
+                and not any(m._forward_hooks or m._forward_pre_hooks
+                            for m in (self.fc1, self.act, self.fc2, self.drop)))
 
 
 class ConvMlp(nn.Module):
@@ -320,8 +339,8 @@ class Block(nn.Module):
         self.mlp = mlp
 
     def forward(self, x: torch.Tensor, size: Optional[Size] = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), size))
-        return x + self.drop_path(self.mlp(self.norm2(x), size))
+        x = self.drop_path.add(x, self.attn(self.norm1(x), size))
+        return self.drop_path.add(x, self.mlp(self.norm2(x), size))
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:

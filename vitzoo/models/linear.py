@@ -31,7 +31,7 @@ from torch import nn
 from . import kernel_choice
 from .kernel_choice import ATEN
 
-__all__ = ['linear', 'Linear', 'MODES', 'linear_mode', 'use_onednn_linear', 'set_onednn_linear',
+__all__ = ['linear', 'mlp', 'Linear', 'MODES', 'linear_mode', 'use_onednn_linear', 'set_onednn_linear',
            'onednn_linear', 'onednn_available', 'kernel_counts', 'reset_kernel_counts']
 
 MODES = ('auto', 'onednn', 'aten')
@@ -119,8 +119,9 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
 
 
 def _aten_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], gelu: bool = False):
+    """``F.linear``, then (without autograd: the product is a fresh tensor) the exact GELU in place."""
     out = F.linear(x, weight, bias)
-    return F.gelu(out) if gelu else out
+    return torch.ops.aten.gelu_(out) if gelu else out
 
 
 _FORWARD = {ATEN: _aten_forward, ONEDNN: _onednn}
@@ -178,6 +179,7 @@ def _setup(ctx, inputs, output) -> None:
 def _gradients(ctx, grad_out: torch.Tensor, input_grad: Callable, weight_grad: Callable):
     """The gradients of ``x @ weight^T + bias`` for the inputs that need one."""
     x, weight = ctx.saved_tensors
+    grad_out = grad_out.contiguous()  # once, not in each product that reshapes it
     grad_x = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
         grad_x = input_grad(grad_out, weight)
@@ -245,11 +247,20 @@ _linear_op.register_autograd(lambda ctx, grad_out: _gradients(ctx, grad_out, _in
 _PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
 
 
-def _applies(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
-    """Whether the product may leave ATen: eager-or-compiled CPU fp32, no autocast, mode not ``aten``."""
-    return (_mode != 'aten' and x.device.type == 'cpu' and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
-            and x.dim() >= 2 and x.numel() > 0 and not torch.is_autocast_enabled('cpu'))
+def _cpu_fp32(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether these are CPU fp32 tensors (``None`` allowed) whose products vitzoo runs itself."""
+    return (all(t is None or (t.device.type == 'cpu' and t.dtype == torch.float32) for t in tensors)
+            and tensors[0].dim() >= 2 and tensors[0].numel() > 0 and not torch.is_autocast_enabled('cpu'))
+
+
+def _eager(*tensors: Optional[torch.Tensor]) -> bool:
+    """Eager CPU fp32 plain tensors, no tracing and no dispatch mode (which must see ``aten`` ops)."""
+    return (not torch.jit.is_tracing() and not torch.jit.is_scripting() and torch._C._len_torch_dispatch_stack() == 0
+            and all(t is None or type(t) in _PLAIN_TENSORS for t in tensors) and _cpu_fp32(*tensors))
+
+
+def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def linear(x: torch.Tensor,
@@ -258,26 +269,82 @@ def linear(x: torch.Tensor,
            gelu: bool = False) -> torch.Tensor:
     """``F.linear`` (then the exact ``F.gelu`` with ``gelu=True``), each product on the kernel the mode picks.
 
-    Eager without autograd, oneDNN runs the GELU inside its kernel (product ``forward_gelu``)
-    instead of as a second pass over memory, when it is the kernel chosen.
+    Without autograd the GELU runs in place on the product (ATen) or inside oneDNN's kernel (product
+    ``forward_gelu``), instead of as a second tensor of the MLP's widest size. With autograd,
+    ``gelu=True`` keeps the pre-activation for the backward pass, as ``F.gelu`` does.
     """
     if torch.compiler.is_compiling():
-        if not torch.compiler.is_exporting() and _applies(x, weight, bias):
+        if not torch.compiler.is_exporting() and _mode != 'aten' and _cpu_fp32(x, weight, bias):
             out = _linear_op(x, weight, bias)
         else:
             out = F.linear(x, weight, bias)
         return F.gelu(out) if gelu else out
-    if (not torch.jit.is_tracing() and not torch.jit.is_scripting() and torch._C._len_torch_dispatch_stack() == 0
-            and type(x) in _PLAIN_TENSORS and type(weight) in _PLAIN_TENSORS and _applies(x, weight, bias)):
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                        or (bias is not None and bias.requires_grad)):
-            out = _LinearFunction.apply(x, weight, bias)
-        else:
+    if _eager(x, weight, bias):
+        if not _needs_grad(x, weight, bias):
             return _forward_product(x, weight, bias, gelu)
-    else:
-        out = F.linear(x, weight, bias)
-        _counts['forward_gelu' if gelu else 'forward', ATEN] += 1
+        if _mode != 'aten':
+            out = _LinearFunction.apply(x, weight, bias)
+            return F.gelu(out) if gelu else out
+    out = F.linear(x, weight, bias)
+    _counts['forward', ATEN] += 1
     return F.gelu(out) if gelu else out
+
+
+def _gelu_backward_(grad: torch.Tensor, pre_activation: torch.Tensor) -> torch.Tensor:
+    """The gradient through the exact GELU, written over ``grad`` (a tensor the caller owns)."""
+    return torch.ops.aten.gelu_backward.grad_input(grad, pre_activation, grad_input=grad)
+
+
+class _MlpFunction(torch.autograd.Function):
+    """``fc2(gelu(fc1(x)))`` (eager, CPU fp32) as one autograd node.
+
+    The backward pass computes the gradient of the hidden activation itself, so it can run the GELU
+    gradient in place on it: one tensor of the MLP's widest size (``tokens x hidden``) less per step
+    than separate linear and GELU nodes allocate, the largest tensors of a training step.
+    """
+
+    @staticmethod
+    def forward(ctx, x, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+        hidden = _forward_product(x, fc1_weight, fc1_bias)
+        activation = F.gelu(hidden)
+        ctx.save_for_backward(x, fc1_weight, hidden, activation, fc2_weight)
+        ctx.has_bias = fc1_bias is not None, fc2_bias is not None
+        return _forward_product(activation, fc2_weight, fc2_bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, fc1_weight, hidden, activation, fc2_weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_out = grad_out.contiguous()  # once, not in each product that reshapes it
+        grad_out_2d = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_fc2_weight = _weight_grad_product(grad_out_2d, activation.reshape(-1, activation.shape[-1])) \
+            if needs[3] else None
+        grad_fc2_bias = grad_out_2d.sum(0) if ctx.has_bias[1] and needs[4] else None
+        grad_x = grad_fc1_weight = grad_fc1_bias = None
+        if any(needs[:3]):
+            grad_hidden = _gelu_backward_(_input_grad_product(grad_out, fc2_weight), hidden)
+            grad_hidden_2d = grad_hidden.reshape(-1, grad_hidden.shape[-1])
+            if needs[0]:
+                grad_x = _input_grad_product(grad_hidden, fc1_weight)
+            if needs[1]:
+                grad_fc1_weight = _weight_grad_product(grad_hidden_2d, x.reshape(-1, x.shape[-1]))
+            if ctx.has_bias[0] and needs[2]:
+                grad_fc1_bias = grad_hidden_2d.sum(0)
+        return grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias
+
+
+def mlp(x: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: Optional[torch.Tensor], fc2_weight: torch.Tensor,
+        fc2_bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``linear(gelu(linear(x, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)`` with the exact GELU.
+
+    Eager CPU fp32 with autograd: one node (:class:`_MlpFunction`) whose products run on the kernels
+    the mode picks, in every mode (``aten`` included); otherwise two :func:`linear` calls.
+    """
+    tensors = (x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    if not torch.compiler.is_compiling() and _eager(*tensors) and _needs_grad(*tensors):
+        return _MlpFunction.apply(*tensors)
+    return linear(linear(x, fc1_weight, fc1_bias, gelu=True), fc2_weight, fc2_bias)
 
 
 class Linear(nn.Linear):

@@ -95,9 +95,9 @@ class DaViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
         x = self.cpe1(x, size)
-        x = x + self.drop_path(self.attn(self.norm1(x), size))
+        x = self.drop_path.add(x, self.attn(self.norm1(x), size))
         x = self.cpe2(x, size)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self.drop_path.add(x, self.mlp(self.norm2(x)))
 
 
 @MODELS.register_module()
