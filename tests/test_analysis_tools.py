@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vitzoo.apis.model import ModelHub
-from vitzoo.models import layers
+from vitzoo.models.linear import linear_mode
 
 from helpers import REPO, digits_test_options, load_tool, run_tool
 
@@ -102,17 +102,29 @@ def test_benchmark_against_timm(tmp_path):
     out = tmp_path / 'bench.json'
     names = ['twins-pcpvt-small_3rdparty_8xb128_in1k', 'davit-tiny_3rdparty_in1k', 'pit-ti_3rdparty_8xb128_in1k',
              'lvt_3rdparty_8xb128_in1k', 'segformer_lvt_1xb8-1k_toy-64x64']
-    proc = run_tool('tools/analysis_tools/benchmark.py', *names, '--compare', 'timm', '--batch-size', '2',
+    proc = run_tool('tools/analysis_tools/benchmark.py', *names, '--compare', 'timm', 'aten', '--batch-size', '2',
                     '--shape', '64', '--warmup', '1', '--iters', '1', '--rounds', '2', '--json', str(out))
     reports = {r['model']: r for r in json.loads(out.read_text())}
     for name in names[:3]:
         report = reports[name]
         assert report['max_logits_difference'] < 1e-4, name  # the same variant: same logits, same weights
+        assert report['machine']['cpu_signature']['isa'] and report['linear_mode'] == 'auto'
         assert [r['mode'] for r in report['results']] == ['infer', 'train']
         for row in report['results']:
             assert row['vitzoo']['img_per_s'] > 0 and row['timm']['img_per_s'] > 0
-            assert row['ratio'] == pytest.approx(row['vitzoo']['img_per_s'] / row['timm']['img_per_s'])
             assert row['vitzoo']['peak_mem_bytes'] is not None
+            # ratios: the median of the rounds' ratios (the models alternate within a round)
+            for key, a, b in (('ratio', 'vitzoo', 'timm'), ('kernel_gain', 'vitzoo', 'vitzoo_aten'),
+                              ('aten_ratio', 'vitzoo_aten', 'timm')):
+                rounds = [x / y for x, y in zip(row[a]['img_per_s_rounds'], row[b]['img_per_s_rounds'])]
+                assert len(rounds) == 2 and row[key] == pytest.approx(sum(rounds) / 2)
+            # counted from the timed calls: the ATen runner ran ATen only, both ran the same forward products
+            ours, aten = row['vitzoo']['linear_kernels'], row['vitzoo_aten']['linear_kernels']
+            assert all(key.endswith('/aten') for key in aten)
+            forwards = [sum(c for k, c in counts.items() if k.startswith('forward')) for counts in (ours, aten)]
+            assert forwards[0] == forwards[1] > 0
+            if row['mode'] == 'train':  # every gradient product of the kernel choice is counted
+                assert sum(c for k, c in ours.items() if k.startswith('input_grad')) == forwards[0]
     assert len(re.findall(r'ratio vitzoo/timm \((infer|train)\): [\d.]+x img/s', proc.stdout)) == 6
     for timm_name in ('twins_pcpvt_small', 'davit_tiny', 'pit_ti_224'):
         assert f'timm {timm_name}' in proc.stdout
@@ -146,7 +158,7 @@ def test_benchmark_gflops_and_matmul_peak(tmp_path):
     assert peak['n'] == 256 and peak['gflop_per_s'] == pytest.approx(2 * 256**3 / peak['seconds'] / 1e9)
     assert peak['gflop_per_s'] == max(peak['gflop_per_s_by_kernel'].values())  # the faster of torch.mm and oneDNN
     assert peak['gflop_per_s_by_kernel'][peak['kernel']] == pytest.approx(peak['gflop_per_s'])
-    assert report['onednn_linear'] == layers.use_onednn_linear()
+    assert report['linear_mode'] == linear_mode()
     # forward FLOPs per image: 2 x the MACs get_flops.py counts (attention matmuls included), same for timm
     c = get_model_complexity(name, shape=(64, 64), attn_matmuls='include')
     assert report['flops_per_image']['vitzoo'] == 2 * (c.macs_without_attention + c.attention_macs)
@@ -158,7 +170,8 @@ def test_benchmark_gflops_and_matmul_peak(tmp_path):
             gflops = factor * report['flops_per_image'][key] * entry['img_per_s'] / 1e9
             assert entry['gflop_per_s'] == pytest.approx(gflops, rel=1e-9)
             assert entry['peak_fraction'] == pytest.approx(gflops / peak['gflop_per_s'], rel=1e-9)
-        assert rows[mode]['ratio'] == pytest.approx(rows[mode]['vitzoo']['img_per_s'] / rows[mode]['timm']['img_per_s'])
+        assert rows[mode]['ratio'] == pytest.approx(  # one round: the ratio of that round
+            rows[mode]['vitzoo']['img_per_s_rounds'][0] / rows[mode]['timm']['img_per_s_rounds'][0])
         assert 'with_cp' not in rows[mode]  # only with --with-cp-memory
 
 
@@ -272,6 +285,12 @@ def test_speed_table_merge_files_reports_by_kind(tmp_path):
     assert speed_table.main(['--merge', *map(str, paths), '--json', str(out)]) == 0
     merged = json.loads(out.read_text())
     assert {k: [r['model'] for r in v] for k, v in merged.items()} == dict(main=['a'], dense=['d'], sweep=['b'],
+                                                                           compile=['c'])
+    # a new run of one kind replaces that kind only
+    paths[0].write_text(json.dumps([dict(model='e', results=[row], sweep=False)]))
+    assert speed_table.main(['--merge', str(paths[0]), '--json', str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert {k: [r['model'] for r in v] for k, v in merged.items()} == dict(main=['e'], dense=['d'], sweep=['b'],
                                                                            compile=['c'])
 
 

@@ -231,9 +231,13 @@ def test_kill_inside_a_checkpoint_write_keeps_the_previous_one(reference, tmp_pa
     work_dir = str(tmp_path / 'work')
     _killed(_train(config, work_dir, fault='kill-in-write:epoch_2.pth'))
     assert _resume_point(work_dir) == osp.join(work_dir, 'epoch_1.pth')
+    torn = [osp.basename(p) for p in glob.glob(osp.join(work_dir, '.*.partial-*'))]  # hidden: '*' skips them
+    assert [name.split('.partial-')[0] for name in torn] == ['.epoch_2.pth'], os.listdir(work_dir)
+    assert not osp.exists(osp.join(work_dir, 'epoch_2.pth'))
     log = _ok(_train(config, work_dir, resume=True))
     assert 'resumed epoch: 1, iter: 4' in log
-    assert sorted(os.listdir(work_dir)).count('epoch_3.pth') == 1 and not glob.glob(f'{work_dir}/*.pth.*')
+    assert f'Removed what a killed run left behind: {torn[0]}' in log
+    assert sorted(os.listdir(work_dir)).count('epoch_3.pth') == 1 and not glob.glob(osp.join(work_dir, '.*partial*'))
     assert not glob.glob(osp.join(work_dir, 'epoch_[12].pth')), 'max_keep_ckpts=1 kept older checkpoints'
     _assert_bit_identical(final, osp.join(work_dir, 'epoch_3.pth'))
 

@@ -167,14 +167,25 @@ def test_slurm_scripts_build_the_srun_command(tmp_path):
 
 
 def test_tta_and_show_dir(trained, tmp_path):
+    """--tta averages the scores of each image and its horizontal flip: the TTA run's scores are the mean of
+    a plain run's and a run on flipped images; --show-dir draws one image per test image."""
+    import mmengine
     config, work_dir, _ = trained
     checkpoint, show_dir = osp.join(work_dir, 'epoch_2.pth'), tmp_path / 'vis'
-    tta = run_tool('tools/test.py', config, checkpoint, '--tta', '--work-dir', str(tmp_path / 'w'))
-    loaded = rf'loaded (\d+) of \1 tensors from {re.escape(checkpoint)} \(vitzoo layout\)'  # in the TTA wrapper
-    assert re.search(loaded, tta.stdout) and 0.0 <= top1(tta.stdout) <= 100.0
-    shown = run_tool('tools/test.py', config, checkpoint, '--show-dir', str(show_dir), '--work-dir',
-                     str(tmp_path / 'w'))
-    assert re.search(loaded, shown.stdout) and 0.0 <= top1(shown.stdout) <= 100.0
+    flipped = tmp_path / 'flipped.py'
+    flipped.write_text(f"_base_ = {config!r}\ntest_dataloader = dict(dataset=dict(pipeline=[\n"
+                       "    dict(type='LoadImageFromFile'), dict(type='Resize', scale=(32, 32)),\n"
+                       "    dict(type='RandomFlip', prob=1., direction='horizontal'), dict(type='PackInputs')]))\n")
+    loaded = rf'loaded (\d+) of \1 tensors from {re.escape(checkpoint)} \(vitzoo layout\)'  # TTA: in the wrapper
+    scores = {}
+    for run, cfg, extra in (('tta', config, ['--tta']), ('plain', config, ['--show-dir', str(show_dir)]),
+                            ('flipped', str(flipped), [])):
+        out = tmp_path / f'{run}.pkl'
+        proc = run_tool('tools/test.py', cfg, checkpoint, *extra, '--out', str(out), '--work-dir', str(tmp_path / run))
+        assert re.search(loaded, proc.stdout) and 0.0 <= top1(proc.stdout) <= 100.0
+        scores[run] = torch.stack([torch.as_tensor(p['pred_score']) for p in mmengine.load(str(out))])
+    assert len(scores['tta']) == 8 and (scores['plain'] - scores['flipped']).abs().max() > 1e-3
+    torch.testing.assert_close(scores['tta'], (scores['plain'] + scores['flipped']) / 2, rtol=0, atol=1e-5)
     assert len(list(show_dir.rglob('*.png'))) == 8  # one visualisation per test image
     both = run_tool('tools/test.py', config, checkpoint, '--tta', '--show-dir', str(show_dir), check=False)
     assert both.returncode != 0 and 'cannot be combined' in both.stderr

@@ -96,7 +96,13 @@ def enable_tta(cfg: Config, scope: str) -> None:
                 [pipeline[-1]],
             ])
         ]
+    # MMEngine gives a TTA wrapper the config's top-level data_preprocessor, and the wrapper then replaces
+    # the wrapped model's own with it: a model with its own normalisation would be tested without it.
+    # The wrapper gets what the model uses in a plain run (its own, else the top-level one).
+    preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor')
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    if preprocessor is not None:
+        cfg.model.data_preprocessor = preprocessor
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
 

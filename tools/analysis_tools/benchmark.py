@@ -2,7 +2,7 @@
 
     python tools/analysis_tools/benchmark.py CONFIG_OR_NAME [...] [--batch-size 8] [--shape H [W]]
         [--mode {infer,train,both}] [--warmup 3] [--iters 10] [--rounds 3] [--device cpu|cuda]
-        [--threads N] [--compare timm] [--backend {torch,onnxruntime}] [--json OUT.json]
+        [--threads N] [--compare {timm,aten} ...] [--backend {torch,onnxruntime}] [--json OUT.json]
         [--compile] [--with-cp-memory] [--sweep-shape S [S ...] [--plot OUT.png]]
 
 What is timed (after ``--warmup`` untimed iterations of each model and mode):
@@ -22,8 +22,13 @@ backbone class declares, ``VitBackbone.timm_name``; same number of classes and d
 in the same process, checks that both give the same logits for the
 same weights (timm's, converted as vitzoo loads them), and times both on the same inputs,
 alternating between the two models in each of ``--rounds`` rounds of ``--iters`` iterations.
-Configs without a timm counterpart (LVT, dense models) are timed alone. Throughput is the median
-over rounds; the ratio is vitzoo / timm (> 1: vitzoo faster).
+Configs without a timm counterpart (LVT, dense models) are timed alone. ``--compare aten`` also
+times the same vitzoo model with every linear product on ATen (``VITZOO_ONEDNN_LINEAR=0``), so that
+what the measured kernel choice adds and what the model code does with timm's kernels show apart.
+Throughput is the median over rounds; a ratio (vitzoo / timm, > 1: vitzoo faster) is the median of
+the ratios within a round, where the models alternate. Each vitzoo entry counts which kernel ran
+each linear product in the timed steps (``linear_kernels``); the JSON records the processor's ISA
+flags and the ISA caps of the environment (``machine.cpu_signature``).
 
 ``--backend onnxruntime`` is the same A/B for deployment: the model is exported to ONNX at the
 benchmarked batch and size (``vitzoo.deploy``, normalisation in the graph), the file is checked
@@ -308,6 +313,12 @@ def build_timm(cfg, name, num_classes, device, shape):
     if backbone_class(cfg).builds_for_input_size:
         kwargs['img_size'] = shape  # e.g. PiT: a position embedding of a fixed size
     return timm.create_model(name, pretrained=False, **kwargs).to(device)
+
+
+def paired_ratio(row: dict, a: str, b: str) -> float:
+    """img/s of ``a`` over ``b``: the median over rounds of the ratio within a round. The models alternate
+    within a round, so a slow spell of the machine hits both; the ratio of the medians would mix rounds."""
+    return statistics.median(x / y for x, y in zip(row[a]['img_per_s_rounds'], row[b]['img_per_s_rounds']))
 
 
 def check_outputs(vitzoo_model, timm_model, x) -> float:
@@ -658,17 +669,17 @@ def benchmark(model_name: str, args, device: torch.device, mallopt_ok: bool, sha
                 line += f'  (first call, compiling: {runner.first_call_s:.1f} s)'
             print(line)
         if 'vitzoo_aten' in row:
-            row['kernel_gain'] = row['vitzoo']['img_per_s'] / row['vitzoo_aten']['img_per_s']
+            row['kernel_gain'] = paired_ratio(row, 'vitzoo', 'vitzoo_aten')
             line = f'  vitzoo with its kernel choice / with ATen kernels ({mode}): {row["kernel_gain"]:.2f}x img/s'
             if 'timm' in row:
-                row['aten_ratio'] = row['vitzoo_aten']['img_per_s'] / row['timm']['img_per_s']
+                row['aten_ratio'] = paired_ratio(row, 'vitzoo_aten', 'timm')
                 line += f'; vitzoo on ATen / timm: {row["aten_ratio"]:.2f}x'
             print(line)
         onednn_share = sum(c for k, c in row['vitzoo']['linear_kernels'].items() if not k.endswith('/aten'))
         print(f'  vitzoo linear products on oneDNN: {onednn_share} of {sum(row["vitzoo"]["linear_kernels"].values())}')
         other = next((k for k in ('timm', 'onnxruntime') if k in row), None)
         if other:
-            row['ratio'] = row['vitzoo']['img_per_s'] / row[other]['img_per_s']
+            row['ratio'] = paired_ratio(row, 'vitzoo', other)
             line = f'  ratio vitzoo/{other} ({mode}): {row["ratio"]:.2f}x img/s'
             if row['vitzoo']['peak_mem_bytes'] and row[other]['peak_mem_bytes']:
                 row['memory_ratio'] = row['vitzoo']['peak_mem_bytes'] / row[other]['peak_mem_bytes']
