@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_CONFIG := configs/demo/twins-pcpvt-tiny_1xb64_digits.py
 DEMO_WORK_DIR := work_dirs/demo
 
-.PHONY: install demo test test-slow lint export-check export-speed bench
+.PHONY: install demo test test-slow lint export-check export-speed bench bench-classifiers
 
 install: $(VENV)/.installed
 
@@ -57,10 +57,11 @@ export-speed: install
 	$(PY) tools/deployment/export_check.py --readme
 
 # The README's Speed section (tools/analysis_tools/speed.json, docs/speed_sweep.png): every classifier
-# variant vs timm (batch 8, 224, 2 threads, inference and training step; with_cp memory for the small
-# ones), SegFormer at 512x512 and Panoptic FPN at 800x1344 for one variant per family, a shape sweep
-# (batch 1 inference, one model per family) and torch.compile for four families. About an hour on
-# 2 cores; timings on a shared machine vary by several percent from run to run.
+# variant vs timm and vs itself on ATen's kernels (batch 8, 224, 2 threads, inference and training step;
+# with_cp memory for the small ones), once as the machine is and once with oneDNN and MKL capped to AVX2
+# (one table each); SegFormer at 512x512 and Panoptic FPN at 800x1344 for one variant per family, a
+# shape sweep (batch 1 inference, one model per family) and torch.compile for four families. About three
+# hours on 2 cores; make bench-classifiers runs the two classifier tables alone (about 1.5 hours).
 BENCH_SMALL := twins-pcpvt-small_3rdparty_8xb128_in1k twins-svt-small_3rdparty_8xb128_in1k \
 	davit-tiny_3rdparty_in1k pit-ti_3rdparty_8xb128_in1k pit-xs_3rdparty_8xb128_in1k pit-s_3rdparty_8xb128_in1k \
 	lvt_3rdparty_8xb128_in1k
@@ -80,12 +81,18 @@ BENCH_COMPILE := twins-pcpvt-small_3rdparty_8xb128_in1k twins-svt-small_3rdparty
 BENCH_DIR := work_dirs/bench
 BENCH := $(PY) tools/analysis_tools/benchmark.py --device cpu --threads 2
 
-bench: install
+BENCH_CLASSIFIERS = $(BENCH) $(1) --compare timm aten --batch-size 8 --shape 224 --warmup 2 --iters 2 --rounds 5
+
+bench-classifiers: install
 	mkdir -p $(BENCH_DIR)
-	$(BENCH) $(BENCH_SMALL) --compare timm --batch-size 8 --shape 224 --warmup 2 --iters 3 --rounds 3 \
-		--with-cp-memory --json $(BENCH_DIR)/small.json
-	$(BENCH) $(BENCH_LARGE) --compare timm --batch-size 8 --shape 224 --warmup 2 --iters 3 --rounds 3 \
-		--json $(BENCH_DIR)/large.json
+	$(call BENCH_CLASSIFIERS,$(BENCH_SMALL)) --with-cp-memory --json $(BENCH_DIR)/small.json
+	$(call BENCH_CLASSIFIERS,$(BENCH_LARGE)) --json $(BENCH_DIR)/large.json
+	$(KERNEL_PATH_AVX2) $(call BENCH_CLASSIFIERS,$(BENCH_SMALL) $(BENCH_LARGE)) --json $(BENCH_DIR)/avx2.json
+	$(PY) tools/analysis_tools/speed_table.py --merge $(BENCH_DIR)/small.json $(BENCH_DIR)/large.json \
+		$(BENCH_DIR)/avx2.json
+	$(PY) tools/analysis_tools/speed_table.py
+
+bench: bench-classifiers
 	$(BENCH) $(BENCH_SEG) --batch-size 2 --shape 512 --warmup 1 --iters 2 --rounds 2 --json $(BENCH_DIR)/seg.json
 	$(BENCH) $(BENCH_PANOPTIC) --batch-size 1 --shape 800 1344 --warmup 1 --iters 2 --rounds 2 \
 		--json $(BENCH_DIR)/panoptic.json
@@ -94,5 +101,6 @@ bench: install
 	$(BENCH) $(BENCH_COMPILE) --compare timm --compile --batch-size 8 --shape 224 --warmup 2 --iters 3 \
 		--rounds 3 --json $(BENCH_DIR)/compile.json
 	$(PY) tools/analysis_tools/speed_table.py --merge $(BENCH_DIR)/small.json $(BENCH_DIR)/large.json \
-		$(BENCH_DIR)/seg.json $(BENCH_DIR)/panoptic.json $(BENCH_DIR)/sweep.json $(BENCH_DIR)/compile.json
+		$(BENCH_DIR)/avx2.json $(BENCH_DIR)/seg.json $(BENCH_DIR)/panoptic.json $(BENCH_DIR)/sweep.json \
+		$(BENCH_DIR)/compile.json
 	$(PY) tools/analysis_tools/speed_table.py

@@ -385,7 +385,8 @@ def main(argv=None):
         print(json.dumps(measure_cp_memory(args.models[0], args, device)))
         return
     mallopt_ok = _set_malloc(**_MALLOC_FOR_TIMING)
-    run = dict(command=' '.join(['python', 'tools/analysis_tools/benchmark.py',
+    isa_caps = [f'{v}={shlex.quote(os.environ[v])}' for v in kernel_choice.ISA_VARIABLES if os.environ.get(v)]
+    run = dict(command=' '.join([*isa_caps, 'python', 'tools/analysis_tools/benchmark.py',
                                  *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
                date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                machine=machine_info(), matmul_peak=matmul_peak(device, args.matmul_size),

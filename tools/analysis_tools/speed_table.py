@@ -154,9 +154,7 @@ def _onednn_share(row: Optional[dict]) -> str:
 
 
 def render_main(reports: List[dict]) -> List[str]:
-    """One classifier table per ISA setting (reports of runs before the ATen comparison: the older table)."""
-    if not any('vitzoo_aten' in row for r in reports for row in r['results']):
-        return render_main_without_aten(reports)
+    """One classifier table per ISA setting."""
     lines = []
     for setting in dict.fromkeys(isa_setting(r) for r in reports):
         group = [r for r in reports if isa_setting(r) == setting]
@@ -188,28 +186,6 @@ def render_main(reports: List[dict]) -> List[str]:
               '*on oneDNN*: the share of vitzoo\'s linear products that ran on oneDNN in the timed steps, counted '
               'from the calls. with_cp: peak memory of a training step (RSS growth, MiB) with / without the '
               'backbone\'s `with_cp=True`.']
-    return lines
-
-
-def render_main_without_aten(reports: List[dict]) -> List[str]:
-    first = reports[0]
-    lines = [f'**vitzoo vs timm**, batch {first["batch_size"]}, {first["shape"][0]}x{first["shape"][1]}, fp32 eager '
-             f'({first["warmup"]} warm-up, median of {first["rounds"]} rounds x {first["iters"]} iterations, the two '
-             f'models alternating). Measured {_run_line(reports)}', '',
-             'img/s (GFLOP/s, % of the matmul peak); ratio = vitzoo / timm img/s (> 1: vitzoo faster). '
-             'with_cp: peak memory of a training step (RSS growth, MiB) with / without the backbone\'s '
-             '`with_cp=True`.', '',
-             '| model | inference vitzoo | inference timm | ratio | training vitzoo | training timm | ratio '
-             '| with_cp memory (MiB) | with_cp ratio |',
-             '|---|---|---|---|---|---|---|---|---|']
-    for report in reports:
-        infer, train = _row(report, 'infer'), _row(report, 'train')
-        cp = (train or {}).get('with_cp') or {}
-        memory = (f'{_mib(cp["peak_mem_bytes_with"])} / {_mib(cp["peak_mem_bytes_without"])}'
-                  if 'ratio' in cp else '-')
-        lines.append(f'| `{report["model"]}` | {_speed(infer)} | {_speed(infer, "timm")} | '
-                     f'{_ratio((infer or {}).get("ratio"))} | {_speed(train)} | {_speed(train, "timm")} | '
-                     f'{_ratio((train or {}).get("ratio"))} | {memory} | {_ratio(cp.get("ratio"))} |')
     return lines
 
 
